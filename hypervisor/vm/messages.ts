@@ -1,0 +1,37 @@
+// Messages between a VM's worker thread and the hypervisor's main thread.
+import type { NicModel } from "./spec.js";
+
+/** What a worker needs to build its machine. Files are read in the worker. */
+export interface WorkerSpec {
+  role: string;
+  memoryBytes: number;
+  nic: NicModel;
+  removePciSlots: number[];
+  clampIdle: boolean;
+  bios: string;
+  vgaBios: string;
+  bzimage: string;
+  initrd: string;
+  cmdline: string;
+  /** Resume from this snapshot instead of a cold boot. */
+  state?: { path: string; sha256: string };
+}
+
+export type ToWorker =
+  | { type: "console-input"; data: Uint8Array }
+  | { type: "channel-send"; line: string }
+  | { type: "save-state"; path: string }
+  | { type: "reset-cpu" }
+  | { type: "stop" };
+
+export type StartFailure = "corrupt-state" | "adapter" | "machine";
+
+export type FromWorker =
+  | { type: "loaded"; restored: boolean; ms: number }
+  | { type: "start-failed"; kind: StartFailure; message: string }
+  | { type: "console"; data: Uint8Array }
+  | { type: "channel"; line: string }
+  | { type: "state-saved"; bytes: number; sha256: string; ms: number }
+  | { type: "state-failed"; message: string }
+  | { type: "memory"; heapBytes: number; externalBytes: number }
+  | { type: "stopped" };

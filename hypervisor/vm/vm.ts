@@ -1,0 +1,456 @@
+// A VM as the hypervisor's main thread sees it: a worker thread running one
+// v86 instance, its console (to a log file and to listeners), its control
+// channel, and its life cycle: start (restore the role's pristine snapshot,
+// or cold boot and take it), kill, reboot, shut down.
+import { EventEmitter } from "node:events";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Worker } from "node:worker_threads";
+import type { ImageSet } from "../../images/build.js";
+import { parseControlLine, type ControlMessage, type PciFunction } from "./control-message.js";
+import type { FromWorker, StartFailure, ToWorker, WorkerSpec } from "./messages.js";
+import type { SnapshotStore } from "./snapshot.js";
+import type { MachineConfig } from "./spec.js";
+
+export type VmState = "stopped" | "booting" | "restoring" | "snapshotting" | "ready" | "halted" | "failed";
+
+export type VmFaultKind = "worker-error" | "worker-exit" | "panic" | "protocol";
+export interface VmFault {
+  kind: VmFaultKind;
+  detail: string;
+}
+
+export class VmError extends Error {
+  override readonly name = "VmError";
+  constructor(
+    readonly role: string,
+    readonly code: "start-timeout" | "start-failed" | "down" | "timeout" | "refused",
+    message: string,
+    readonly consoleTail = "",
+  ) {
+    super(consoleTail ? `${message}\n--- last console lines of the ${role} VM ---\n${consoleTail}` : message);
+  }
+}
+
+export interface VmOptions {
+  config: MachineConfig;
+  images: ImageSet;
+  /** Where pristine snapshots live; undefined: always cold boot. */
+  snapshots?: SnapshotStore;
+  logDir: string;
+  coldTimeoutMs?: number;
+  restoreTimeoutMs?: number;
+  clampIdle?: boolean;
+}
+
+export interface ExecResult {
+  status: number;
+  output: Buffer;
+}
+
+interface Pending<T> {
+  resolve: (value: T) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+const WORKER_URL = new URL("./worker.js", import.meta.url);
+const READY_MARK = "BULKHEAD-READY";
+const TAIL_BYTES = 4096;
+
+export class VirtualMachine extends EventEmitter {
+  readonly role: string;
+  state: VmState = "stopped";
+  bootKind: "cold" | "restore" | undefined;
+  /** Milliseconds from spawning the worker to the guest answering. */
+  bootMs: number | undefined;
+  readyAt: number | undefined;
+  snapshotMs: number | undefined;
+  memory = { heapBytes: 0, externalBytes: 0 };
+  readonly consoleLog: string;
+
+  private worker: Worker | undefined;
+  private generation = 0;
+  private consoleTailText = "";
+  private consoleLine = "";
+  private seq = 0;
+  private pings = new Map<number, Pending<number> & { sent: number }>();
+  private execs = new Map<number, Pending<ExecResult> & { output: Buffer[] }>();
+  private inventory: (Pending<PciFunction[]> & { fns: PciFunction[] }) | undefined;
+  private clockWaiter: Pending<void> | undefined;
+  private elu: ReturnType<Worker["performance"]["eventLoopUtilization"]> | undefined;
+
+  constructor(private readonly opts: VmOptions) {
+    super();
+    this.role = opts.config.role;
+    mkdirSync(opts.logDir, { recursive: true });
+    this.consoleLog = join(opts.logDir, `${this.role}.console.log`);
+    writeFileSync(this.consoleLog, "");
+  }
+
+  /** Starts the VM: restore of its pristine snapshot, else a cold boot that takes one. */
+  async start(): Promise<void> {
+    const { snapshots, config, images } = this.opts;
+    const key = snapshots?.keyFor(config, images.key);
+    const ref = snapshots && key ? snapshots.find(this.role, key) : undefined;
+    if (ref && key && snapshots) {
+      try {
+        await this.boot({ state: ref });
+        return;
+      } catch (err) {
+        if (!(err instanceof VmError && err.code === "start-failed" && /corrupt-state/.test(err.message))) throw err;
+        this.note(`snapshot rejected (${err.message.split("\n")[0]}); discarding it and booting cold`);
+        snapshots.discard(this.role, key);
+      }
+    }
+    await this.boot({});
+    if (snapshots && key) {
+      this.setState("snapshotting");
+      const saved = await this.saveState(snapshots.prepare(this.role, key));
+      snapshots.record(this.role, key, saved.sha256, saved.bytes);
+      this.snapshotMs = saved.ms;
+      this.setState("ready");
+    }
+  }
+
+  private boot(how: { state?: { path: string; sha256: string } }): Promise<void> {
+    const { config, images } = this.opts;
+    const restoring = how.state !== undefined;
+    const spec: WorkerSpec = {
+      role: this.role,
+      memoryBytes: config.memoryMiB * 2 ** 20,
+      nic: config.nic,
+      removePciSlots: config.removePciSlots,
+      clampIdle: this.opts.clampIdle ?? true,
+      bios: images.bios,
+      vgaBios: images.vgaBios,
+      bzimage: images.bzimage,
+      initrd: images.initrd[this.role as keyof ImageSet["initrd"]],
+      cmdline: config.cmdline,
+      state: how.state,
+    };
+    this.kill();
+    const generation = ++this.generation;
+    this.setState(restoring ? "restoring" : "booting");
+    this.bootKind = restoring ? "restore" : "cold";
+    this.bootMs = undefined;
+    this.consoleLine = "";
+    const t0 = performance.now();
+    const timeoutMs = restoring ? (this.opts.restoreTimeoutMs ?? 10_000) : (this.opts.coldTimeoutMs ?? 60_000);
+
+    return new Promise<void>((resolve, reject) => {
+      let sawReadyMark = false;
+      let sawHello = false;
+      let settled = false;
+      const finish = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.off("console-line", onLine);
+        this.off("control", onControl);
+        this.off("fault", onFault);
+        if (err) {
+          this.kill();
+          this.setState("failed");
+          reject(err);
+        } else {
+          this.bootMs = performance.now() - t0;
+          this.readyAt = Date.now();
+          this.setState("ready");
+          resolve();
+        }
+      };
+      const timer = setTimeout(
+        () => finish(new VmError(this.role, "start-timeout", `${this.role} VM did not become ready within ${timeoutMs} ms`, this.consoleTail())),
+        timeoutMs,
+      );
+      const onLine = (line: string) => {
+        if (line.startsWith(`${READY_MARK} ${this.role}`)) {
+          sawReadyMark = true;
+          if (sawHello) finish();
+        }
+      };
+      const onControl = (msg: ControlMessage) => {
+        if (msg.kind === "hello" && msg.role === this.role) {
+          sawHello = true;
+          if (sawReadyMark) finish();
+        }
+      };
+      const onFault = (fault: VmFault) =>
+        finish(new VmError(this.role, "start-failed", `${this.role} VM failed while starting: ${fault.kind}: ${fault.detail}`, this.consoleTail()));
+      this.on("console-line", onLine);
+      this.on("control", onControl);
+      this.on("fault", onFault);
+
+      const worker = this.spawn(spec, generation, (kind: StartFailure, message: string) =>
+        finish(new VmError(this.role, "start-failed", `${this.role} VM could not start (${kind}): ${message}`, this.consoleTail())),
+      );
+      if (restoring) {
+        // The restored guest is already up: its helper answering is readiness.
+        const onLoaded = (msg: FromWorker) => {
+          if (msg.type !== "loaded") return;
+          this.off("worker-message", onLoaded);
+          this.ping(timeoutMs)
+            .then(() => this.setClock())
+            .then(() => finish(), (err: Error) => finish(err));
+        };
+        this.on("worker-message", onLoaded);
+      }
+    });
+  }
+
+  private spawn(spec: WorkerSpec, generation: number, onStartFailed: (kind: StartFailure, message: string) => void): Worker {
+    const worker = new Worker(WORKER_URL, { workerData: spec, resourceLimits: { maxOldGenerationSizeMb: 256 } });
+    this.worker = worker;
+    this.elu = undefined;
+    const current = () => generation === this.generation;
+    worker.on("message", (msg: FromWorker) => {
+      if (!current()) return;
+      switch (msg.type) {
+        case "console":
+          this.onConsole(Buffer.from(msg.data));
+          break;
+        case "channel":
+          this.onChannel(msg.line);
+          break;
+        case "start-failed":
+          onStartFailed(msg.kind, msg.message);
+          break;
+        case "memory":
+          this.memory = { heapBytes: msg.heapBytes, externalBytes: msg.externalBytes };
+          break;
+        default:
+          this.emit("worker-message", msg);
+      }
+    });
+    worker.on("error", (err) => {
+      if (current()) this.fault({ kind: "worker-error", detail: `${(err as NodeJS.ErrnoException).code ?? "error"}: ${err.message}` });
+    });
+    worker.on("exit", (code) => {
+      if (!current()) return;
+      this.worker = undefined;
+      if (this.state !== "stopped" && this.state !== "halted") this.fault({ kind: "worker-exit", detail: `worker exited with code ${code}` });
+    });
+    return worker;
+  }
+
+  private fault(fault: VmFault): void {
+    this.note(`fault: ${fault.kind}: ${fault.detail}`);
+    this.failPending(new VmError(this.role, "down", `${this.role} VM is down (${fault.kind})`));
+    if (fault.kind !== "protocol") this.setState("failed");
+    this.emit("fault", fault);
+  }
+
+  private failPending(err: Error): void {
+    for (const p of this.pings.values()) (clearTimeout(p.timer), p.reject(err));
+    for (const p of this.execs.values()) (clearTimeout(p.timer), p.reject(err));
+    this.pings.clear();
+    this.execs.clear();
+    if (this.inventory) (clearTimeout(this.inventory.timer), this.inventory.reject(err));
+    this.inventory = undefined;
+    if (this.clockWaiter) (clearTimeout(this.clockWaiter.timer), this.clockWaiter.reject(err));
+    this.clockWaiter = undefined;
+  }
+
+  private onConsole(data: Buffer): void {
+    appendFileSync(this.consoleLog, data);
+    this.consoleTailText = (this.consoleTailText + data.toString("latin1")).slice(-TAIL_BYTES);
+    this.emit("console", data);
+    const text = this.consoleLine + data.toString("latin1");
+    const lines = text.split("\n");
+    this.consoleLine = (lines.pop() ?? "").slice(-TAIL_BYTES);
+    for (const raw of lines) {
+      const line = raw.replace(/\r$/, "");
+      this.emit("console-line", line);
+      if (/reboot: (Power down|System halted)/.test(line)) this.onHalted();
+      else if (/Kernel panic - not syncing/.test(line)) this.fault({ kind: "panic", detail: line.slice(0, 200) });
+    }
+  }
+
+  private onHalted(): void {
+    this.setState("halted");
+    this.failPending(new VmError(this.role, "down", `${this.role} VM powered off`));
+    this.emit("halted");
+  }
+
+  private onChannel(line: string): void {
+    const msg = parseControlLine(line);
+    if (msg.kind === "invalid") {
+      this.note(`refused control message: ${msg.reason}: ${JSON.stringify(msg.line.slice(0, 80))}`);
+      this.emit("protocol-error", msg);
+      return;
+    }
+    this.emit("control", msg);
+    switch (msg.kind) {
+      case "pong": {
+        const p = this.pings.get(msg.seq);
+        if (p) (this.pings.delete(msg.seq), clearTimeout(p.timer), p.resolve(performance.now() - p.sent));
+        break;
+      }
+      case "clock-ok":
+        if (this.clockWaiter) (clearTimeout(this.clockWaiter.timer), this.clockWaiter.resolve());
+        this.clockWaiter = undefined;
+        break;
+      case "out":
+        this.execs.get(msg.id)?.output.push(msg.data);
+        break;
+      case "exit": {
+        const p = this.execs.get(msg.id);
+        if (p) (this.execs.delete(msg.id), clearTimeout(p.timer), p.resolve({ status: msg.status, output: Buffer.concat(p.output) }));
+        break;
+      }
+      case "exit-refused": {
+        const p = this.execs.get(msg.id);
+        if (p) (this.execs.delete(msg.id), clearTimeout(p.timer), p.reject(new VmError(this.role, "refused", `command refused by the ${this.role} VM: ${msg.reason}`)));
+        break;
+      }
+      case "pci":
+        if (this.inventory && this.inventory.fns.length < 256) this.inventory.fns.push(msg.fn);
+        break;
+      case "inventory-end":
+        if (this.inventory) (clearTimeout(this.inventory.timer), this.inventory.resolve(this.inventory.fns));
+        this.inventory = undefined;
+        break;
+      case "error":
+        this.note(`helper error: ${msg.what} ${msg.detail}`);
+        if (msg.what === "inventory" && this.inventory) {
+          clearTimeout(this.inventory.timer);
+          this.inventory.reject(new VmError(this.role, "refused", `inventory failed in the ${this.role} VM: ${msg.detail}`));
+          this.inventory = undefined;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  private send(msg: ToWorker): void {
+    if (!this.worker) throw new VmError(this.role, "down", `${this.role} VM is not running`);
+    this.worker.postMessage(msg);
+  }
+
+  private channelSend(line: string): void {
+    this.send({ type: "channel-send", line });
+  }
+
+  private pending<T>(timeoutMs: number, what: string, register: (p: Pending<T>) => void, unregister: () => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        unregister();
+        reject(new VmError(this.role, "timeout", `${what} got no answer from the ${this.role} VM within ${timeoutMs} ms`));
+      }, timeoutMs);
+      register({ resolve, reject, timer });
+    });
+  }
+
+  /** Heartbeat: resolves with the round trip in milliseconds. */
+  ping(timeoutMs = 2000): Promise<number> {
+    const seq = ++this.seq;
+    const sent = performance.now();
+    const p = this.pending<number>(timeoutMs, "ping", (p) => this.pings.set(seq, { ...p, sent }), () => this.pings.delete(seq));
+    this.channelSend(`BH1 ping ${seq}`);
+    return p;
+  }
+
+  /** Runs `sh -c command` in the guest through its helper. */
+  exec(command: string, timeoutMs = 60_000): Promise<ExecResult> {
+    const id = ++this.seq;
+    const p = this.pending<ExecResult>(timeoutMs, `command ${JSON.stringify(command.slice(0, 60))}`, (p) => this.execs.set(id, { ...p, output: [] }), () => this.execs.delete(id));
+    this.channelSend(`BH1 exec ${id} ${Buffer.from(command).toString("base64")}`);
+    return p;
+  }
+
+  /** The PCI functions the guest's Linux PCI driver enumerated (pciback). */
+  pciInventory(timeoutMs = 5000): Promise<PciFunction[]> {
+    if (this.inventory) return Promise.reject(new VmError(this.role, "refused", "an inventory request is already running"));
+    const p = this.pending<PciFunction[]>(timeoutMs, "inventory", (p) => (this.inventory = { ...p, fns: [] }), () => (this.inventory = undefined));
+    this.channelSend("BH1 inventory");
+    return p;
+  }
+
+  /** After a restore the guest clock is at snapshot time: set it to now. */
+  private setClock(timeoutMs = 2000): Promise<void> {
+    const now = Date.now();
+    const p = this.pending<void>(timeoutMs, "clock", (p) => (this.clockWaiter = p), () => (this.clockWaiter = undefined));
+    this.channelSend(`BH1 clock ${Math.floor(now / 1000)} ${(now % 1000) * 1000}`);
+    return p;
+  }
+
+  private saveState(path: string): Promise<{ bytes: number; sha256: string; ms: number }> {
+    return new Promise((resolve, reject) => {
+      const onMsg = (msg: FromWorker) => {
+        if (msg.type === "state-saved") (this.off("worker-message", onMsg), resolve(msg));
+        else if (msg.type === "state-failed") (this.off("worker-message", onMsg), reject(new VmError(this.role, "start-failed", `snapshot failed: ${msg.message}`)));
+      };
+      this.on("worker-message", onMsg);
+      this.send({ type: "save-state", path });
+    });
+  }
+
+  writeConsole(data: Uint8Array): void {
+    this.send({ type: "console-input", data });
+  }
+
+  /** Resets the guest's CPU, as a triple fault would. */
+  resetCpu(): void {
+    this.send({ type: "reset-cpu" });
+  }
+
+  /** Host CPU used by this VM's thread since the last call (0..1 of a core). */
+  cpuLoad(): number {
+    if (!this.worker) return 0;
+    const now = this.worker.performance.eventLoopUtilization();
+    const delta = this.elu ? this.worker.performance.eventLoopUtilization(now, this.elu) : now;
+    this.elu = now;
+    return delta.utilization;
+  }
+
+  /** Hard reset: the worker dies at once, nothing of it survives. */
+  kill(): void {
+    const worker = this.worker;
+    this.worker = undefined;
+    this.generation++;
+    this.failPending(new VmError(this.role, "down", `${this.role} VM was stopped`));
+    if (worker) void worker.terminate();
+    if (this.state !== "failed" && this.state !== "halted") this.setState("stopped");
+  }
+
+  async reboot(): Promise<void> {
+    this.kill();
+    await this.start();
+  }
+
+  /** Stops the emulator cleanly, falling back to a hard kill. */
+  async shutdown(timeoutMs = 3000): Promise<void> {
+    const worker = this.worker;
+    if (!worker) return this.kill();
+    this.generation++;
+    this.failPending(new VmError(this.role, "down", `${this.role} VM is shutting down`));
+    const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+    worker.postMessage({ type: "stop" } satisfies ToWorker);
+    const timer = setTimeout(() => void worker.terminate(), timeoutMs);
+    await exited;
+    clearTimeout(timer);
+    this.worker = undefined;
+    this.setState("stopped");
+  }
+
+  get running(): boolean {
+    return this.worker !== undefined;
+  }
+
+  consoleTail(lines = 15): string {
+    return this.consoleTailText.split("\n").slice(-lines).join("\n");
+  }
+
+  private setState(state: VmState): void {
+    if (state === this.state) return;
+    this.state = state;
+    this.emit("state", state);
+  }
+
+  private note(text: string): void {
+    appendFileSync(this.consoleLog, `\n[bulkhead] ${new Date().toISOString()} ${text}\n`);
+    this.emit("note", text);
+  }
+}

@@ -1,0 +1,63 @@
+// One initramfs per role: busybox, the shared /init, and the role's helper.
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { sha256 } from "./hash.js";
+import { BuildError, run } from "./run.js";
+
+export const ROLES = ["app", "disk", "net", "pci", "baseline"] as const;
+export type Role = (typeof ROLES)[number];
+
+/** The helper each role runs on its control channel. */
+export const ROLE_HELPER: Record<Role, string> = {
+  app: "agent",
+  disk: "agent",
+  net: "agent",
+  pci: "pciback",
+  baseline: "agent",
+};
+
+const DIRS = ["/bin", "/sbin", "/dev", "/etc", "/proc", "/sys", "/tmp", "/mnt", "/root", "/usr", "/usr/bin", "/usr/sbin"];
+
+/** Checks that a file is a 32-bit x86 ELF executable (the guest is i386). */
+export function assertI386Elf(path: string): void {
+  const head = readFileSync(path).subarray(0, 20);
+  const isElf = head[0] === 0x7f && head.toString("latin1", 1, 4) === "ELF";
+  if (!isElf || head[4] !== 1 || head.readUInt16LE(18) !== 3) throw new BuildError(`${path} is not an i386 ELF executable`);
+}
+
+export interface InitramfsInputs {
+  role: Role;
+  genInitCpio: string;
+  busybox: string;
+  init: string;
+  helper: string;
+  cache: string;
+}
+
+export async function buildInitramfs(i: InitramfsInputs): Promise<string> {
+  const key = sha256("initramfs-v1", i.role, readFileSync(i.busybox), readFileSync(i.init), readFileSync(i.helper)).slice(0, 16);
+  const dir = join(i.cache, "initramfs");
+  const out = join(dir, `${i.role}-${key}.cpio.gz`);
+  if (existsSync(out)) return out;
+  mkdirSync(dir, { recursive: true });
+  assertI386Elf(i.busybox);
+  assertI386Elf(i.helper);
+  const roleFile = join(dir, `${i.role}.role`);
+  writeFileSync(roleFile, `${i.role}\n`);
+  const spec = [
+    ...DIRS.map((d) => `dir ${d} 0755 0 0`),
+    "nod /dev/console 0600 0 0 c 5 1",
+    `file /bin/busybox ${i.busybox} 0755 0 0`,
+    "slink /bin/sh busybox 0777 0 0",
+    `file /init ${i.init} 0755 0 0`,
+    `file /bin/${ROLE_HELPER[i.role]} ${i.helper} 0755 0 0`,
+    `file /etc/bulkhead-role ${roleFile} 0644 0 0`,
+  ].join("\n");
+  const specFile = join(dir, `${i.role}.spec`);
+  writeFileSync(specFile, spec + "\n");
+  const cpio = await run(i.genInitCpio, ["-t", "0", specFile], { log: join(dir, `${i.role}.log`), quietStdout: true });
+  writeFileSync(`${out}.tmp`, gzipSync(cpio, { level: 9 }));
+  renameSync(`${out}.tmp`, out);
+  return out;
+}
