@@ -1,12 +1,10 @@
-// The application VM: no physical disk or NIC in its machine, no disk or
-// NIC driver bound. Its devices are paravirtual and served by driver VMs.
-import { PCI_SLOT, baseCmdline, blacklist, DRIVER_INITCALL, type MachineConfig } from "../hypervisor/vm/spec.js";
+// The application VM: no physical device in its machine (it holds no
+// capability for one) and no disk or NIC driver bound. Its devices are
+// paravirtual and served by the driver VMs.
+import { baseCmdline, blacklist, DRIVER_INITCALL as D, type RoleConfig } from "../hypervisor/vm/spec.js";
 
-export const appVm: MachineConfig = {
+export const APP_VM: RoleConfig = {
   role: "app",
   memoryMiB: 128,
-  nic: "none",
-  // v86 always builds an IDE controller: take it off the bus.
-  removePciSlots: [PCI_SLOT.ide],
-  cmdline: baseCmdline([blacklist(DRIVER_INITCALL.ataPiix, DRIVER_INITCALL.ne2kPci)]),
+  cmdline: baseCmdline([blacklist(D.ataPiix, D.ne2kPci)]),
 };

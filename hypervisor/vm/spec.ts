@@ -29,3 +29,15 @@ export const DRIVER_INITCALL = { ataPiix: "piix_init", ne2kPci: "ne2k_pci_init",
 export function blacklist(...initcalls: string[]): string {
   return `initcall_blacklist=${initcalls.join(",")}`;
 }
+
+/**
+ * A role's machine before the device manager plugs in physical devices:
+ * those come only from capabilities. `paravirtualNic` is a NIC the role's
+ * own device model provides (the application VM's virtio-net).
+ */
+export interface RoleConfig {
+  role: string;
+  memoryMiB: number;
+  cmdline: string;
+  nicModel?: NicModel;
+}

@@ -1,0 +1,209 @@
+#!/usr/bin/env node
+// bulkhead: the hypervisor's command line.
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+import { buildImages } from "../images/build.js";
+import { runDir } from "../images/paths.js";
+import { ControlClient, findEndpoint } from "./control/client.js";
+import { ControlServer } from "./control/server.js";
+import { Hypervisor, ROLES, type ProgressEvent, type StatusReport } from "./hypervisor.js";
+import { attachConsole } from "./terminal/attach.js";
+import { ProgressDisplay } from "./terminal/progress.js";
+import { formatStatus } from "./terminal/status.js";
+
+function fail(err: unknown, code = 1): never {
+  process.stderr.write(`bulkhead: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(code);
+}
+
+/** Starts a setup with a progress display on `out`; the first Ctrl-C stops it cleanly, the second at once. */
+async function startSetup(out: NodeJS.WriteStream, cold: boolean): Promise<{ hv: Hypervisor; stop: (code: number) => Promise<never> }> {
+  const existing = findEndpoint(runDir());
+  if (existing) fail(`a setup is already running (pid ${existing.pid}); use \`bulkhead status\`, \`bulkhead run\` or \`bulkhead down\``);
+  const hv = new Hypervisor({ snapshots: !cold });
+  const display = new ProgressDisplay(out, ROLES);
+  hv.on("progress", (ev: ProgressEvent) => display.update(ev));
+  let stopping = false;
+  const stop = async (code: number): Promise<never> => {
+    if (!stopping) {
+      stopping = true;
+      await hv.down().catch(() => {});
+    }
+    process.exit(code);
+  };
+  let interrupts = 0;
+  const onSignal = () => {
+    if (++interrupts > 1) process.exit(130);
+    out.write("\nbulkhead: stopping the VMs (Ctrl-C again to quit at once)\n");
+    void stop(130);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  process.on("SIGHUP", onSignal);
+  try {
+    await hv.up();
+  } catch (err) {
+    await hv.down().catch(() => {});
+    fail(err);
+  }
+  return { hv, stop };
+}
+
+function summary(s: StatusReport): string {
+  return s.vms.map((v) => `${v.role} ${v.boot === "restore" ? "restored" : "booted cold"} in ${((v.bootMs ?? 0) / 1000).toFixed(2)} s`).join(", ");
+}
+
+async function up(argv: { attach: boolean | undefined; cold: boolean }): Promise<void> {
+  const attach = argv.attach ?? (process.stdin.isTTY === true && process.stdout.isTTY === true);
+  const t0 = performance.now();
+  const { hv, stop } = await startSetup(process.stdout, argv.cold);
+  const control = new ControlServer(hv, () => void control.close().then(() => stop(0)));
+  const port = await control.listen();
+  const down = async () => {
+    await control.close();
+    await stop(0);
+  };
+  process.stdout.write(`\nAll VMs ready in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${summary(hv.status())}.\n`);
+  process.stdout.write(`Control API on 127.0.0.1:${port}; logs in ${hv.runDir}/logs.\n`);
+  hv.vm("app").on("halted", () => {
+    process.stdout.write("\nbulkhead: the app VM powered off; shutting down\n");
+    void down();
+  });
+  if (attach) {
+    process.stdout.write("Attached to the app VM's console. Ctrl-] detaches and shuts everything down.\n");
+    attachConsole(hv.vm("app"), () => {
+      process.stdout.write("\nbulkhead: detached; shutting down\n");
+      void down();
+    });
+  } else {
+    process.stdout.write("Running without a console. `bulkhead down` (or Ctrl-C) stops it.\n");
+  }
+}
+
+async function runCommand(argv: { command: string[]; timeout: number }): Promise<void> {
+  const command = argv.command.join(" ");
+  if (!command) fail("nothing to run: bulkhead run -- <command>", 2);
+  const timeoutMs = argv.timeout * 1000;
+  let status: number;
+  let output: Buffer;
+  if (findEndpoint(runDir())) {
+    const client = await ControlClient.connect(runDir());
+    try {
+      const r = await client.request<{ status: number; output: string }>("exec", { command, timeoutMs });
+      status = r.status;
+      output = Buffer.from(r.output, "base64");
+    } catch (err) {
+      fail(err);
+    } finally {
+      client.close();
+    }
+  } else {
+    const { hv, stop } = await startSetup(process.stderr, false);
+    try {
+      const r = await hv.vm("app").exec(command, timeoutMs);
+      status = r.status;
+      output = r.output;
+    } catch (err) {
+      process.stderr.write(`bulkhead: ${(err as Error).message}\n`);
+      return void (await stop(1));
+    }
+    process.stdout.write(output);
+    return void (await stop(status));
+  }
+  process.stdout.write(output);
+  process.exit(status);
+}
+
+async function withClient<T>(f: (c: ControlClient) => Promise<T>): Promise<T> {
+  let client: ControlClient;
+  try {
+    client = await ControlClient.connect(runDir());
+  } catch (err) {
+    fail(err);
+  }
+  try {
+    return await f(client);
+  } catch (err) {
+    fail(err);
+  } finally {
+    client.close();
+  }
+}
+
+await yargs(hideBin(process.argv))
+  .scriptName("bulkhead")
+  .usage("$0 <command>\n\nA driver-isolation hypervisor: an application VM and disk, net and PCI driver VMs, each a Linux kernel in v86.")
+  .command(
+    "up",
+    "Start the four VMs (app, disk, net, pci) and attach to the app VM's console",
+    (y) =>
+      y
+        .option("attach", { type: "boolean", describe: "Attach to the app VM's serial console (default: when on a terminal). Ctrl-] detaches and shuts down." })
+        .option("cold", { type: "boolean", default: false, describe: "Cold boot every VM; do not use or write snapshots" }),
+    (argv) => up(argv),
+  )
+  .command(
+    "run [command..]",
+    "Run one shell command in the app VM, print its output, exit with its status (uses a running setup, or starts one)",
+    (y) =>
+      y
+        .positional("command", { type: "string", array: true, default: [], describe: "the command, after --" })
+        .option("timeout", { type: "number", default: 600, describe: "seconds to wait for the command" })
+        .example("$0 run -- uname -m", "prints i686"),
+    (argv) => runCommand({ command: (argv.command as string[]).concat((argv["--"] as string[] | undefined) ?? []), timeout: argv.timeout }),
+  )
+  .command(
+    "status",
+    "Show the running setup: VMs, state, boot or restore time, uptime, memory, host CPU, devices and the PCI inventory",
+    (y) => y.option("json", { type: "boolean", default: false, describe: "print JSON" }),
+    (argv) =>
+      withClient(async (c) => {
+        const s = await c.request<StatusReport>("status");
+        process.stdout.write(argv.json ? JSON.stringify(s, null, 2) + "\n" : formatStatus(s) + "\n");
+      }),
+  )
+  .command(
+    "down",
+    "Shut the running setup down",
+    () => {},
+    () =>
+      withClient(async (c) => {
+        const ep = findEndpoint(runDir());
+        await c.request("down");
+        for (let i = 0; i < 100 && ep && findEndpoint(runDir()); i++) await new Promise((r) => setTimeout(r, 100));
+        process.stdout.write("setup stopped\n");
+      }),
+  )
+  .command(
+    "restart <vm>",
+    "Reboot one VM of the running setup (from its snapshot)",
+    (y) => y.positional("vm", { type: "string", choices: [...ROLES], demandOption: true }),
+    (argv) =>
+      withClient(async (c) => {
+        const r = await c.request<{ state: string }>("reboot", { vm: argv.vm });
+        process.stdout.write(`${argv.vm}: ${r.state}\n`);
+      }),
+  )
+  .command(
+    "images",
+    "Build the guest images now (kernel, helpers, initramfs per role) and print the manifest",
+    (y) => y.option("json", { type: "boolean", default: false, describe: "print the manifest as JSON" }),
+    async (argv) => {
+      try {
+        const images = await buildImages((m) => process.stderr.write(`images: ${m}\n`));
+        const { readFileSync } = await import("node:fs");
+        const manifest = JSON.parse(readFileSync(images.manifest, "utf8")) as { artifacts: Record<string, { path: string; sha256: string; bytes: number }> };
+        if (argv.json) process.stdout.write(JSON.stringify(manifest, null, 2) + "\n");
+        else
+          for (const [name, a] of Object.entries(manifest.artifacts))
+            process.stdout.write(`${name.padEnd(18)} ${a.sha256.slice(0, 16)}  ${String(a.bytes).padStart(9)}  ${a.path}\n`);
+      } catch (err) {
+        fail(err);
+      }
+    },
+  )
+  .demandCommand(1, "give a command; see --help")
+  .parserConfiguration({ "populate--": true })
+  .strict()
+  .help()
+  .parseAsync();

@@ -1,0 +1,46 @@
+// Capabilities: the only way a task gets at a physical device or the PCI
+// config space. The kernel holds them; the device manager decides grants.
+
+export type PhysicalDevice = "ide" | "ne2k";
+
+export type Capability =
+  /** Own a physical device: it is plugged into the holder's machine. */
+  | { kind: "device"; device: PhysicalDevice }
+  /** See every physical PCI function's config space (the PCI VM). */
+  | { kind: "pci-config" };
+
+function same(a: Capability, b: Capability): boolean {
+  return a.kind === b.kind && (a.kind !== "device" || (b.kind === "device" && a.device === b.device));
+}
+
+export function describe(cap: Capability): string {
+  return cap.kind === "device" ? `device:${cap.device}` : cap.kind;
+}
+
+export class CapabilitySpace {
+  private readonly held = new Map<number, Capability[]>();
+
+  grant(task: number, cap: Capability): void {
+    const caps = this.held.get(task) ?? [];
+    if (!caps.some((c) => same(c, cap))) caps.push(cap);
+    this.held.set(task, caps);
+  }
+
+  revokeAll(task: number): void {
+    this.held.delete(task);
+  }
+
+  holds(task: number, cap: Capability): boolean {
+    return (this.held.get(task) ?? []).some((c) => same(c, cap));
+  }
+
+  /** The task that owns a device exclusively, if any. */
+  ownerOf(device: PhysicalDevice): number | undefined {
+    for (const [task, caps] of this.held) if (caps.some((c) => c.kind === "device" && c.device === device)) return task;
+    return undefined;
+  }
+
+  list(task: number): Capability[] {
+    return [...(this.held.get(task) ?? [])];
+  }
+}

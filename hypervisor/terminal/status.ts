@@ -1,0 +1,53 @@
+// Human-readable `bulkhead status`.
+import type { StatusReport } from "../hypervisor.js";
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
+
+export function formatStatus(s: StatusReport): string {
+  const vmRows = [
+    ["VM", "TASK", "STATE", "BOOT", "BOOT MS", "UPTIME", "RAM", "HEAP", "CPU", "CAPABILITIES"],
+    ...s.vms.map((v) => [
+      v.role,
+      String(v.task),
+      v.state,
+      v.boot ?? "-",
+      v.bootMs !== null ? String(v.bootMs) : "-",
+      v.uptimeS !== null ? `${v.uptimeS}s` : "-",
+      `${v.memoryMiB}M`,
+      `${v.heapMiB}M`,
+      `${v.cpu.toFixed(1)}%`,
+      v.capabilities.join(",") || "-",
+    ]),
+  ];
+  const devRows = [
+    ["DEVICE", "OWNER", "PCI", "IRQ", "BARS"],
+    ...s.devices.map((d) => [`${d.name} (${d.description})`, d.owner, d.bdf ?? "not reported", d.irq !== null ? String(d.irq) : "-", d.bars.join(" ") || "-"]),
+  ];
+  const inv = s.inventory;
+  const invRows = inv
+    ? [
+        ["PCI FUNCTION", "VENDOR:DEVICE", "CLASS", "IRQ", "BARS"],
+        ...inv.functions
+          .slice()
+          .sort((a, b) => a.bdf.localeCompare(b.bdf))
+          .map((f) => [
+            f.bdf,
+            `${f.vendor.toString(16).padStart(4, "0")}:${f.device.toString(16).padStart(4, "0")}`,
+            f.classCode.toString(16).padStart(6, "0"),
+            String(f.irq),
+            f.bars.map((b) => `${b.kind} 0x${b.start.toString(16)}+0x${b.size.toString(16)}`).join(" ") || "-",
+          ]),
+      ]
+    : undefined;
+  return [
+    `setup pid ${s.pid}, up ${s.upSinceS}s, resident ${s.rssMiB} MiB (all VMs)`,
+    "",
+    table(vmRows),
+    "",
+    table(devRows),
+    ...(invRows ? ["", `PCI inventory from the pci VM (${inv!.reportedAt}):`, table(invRows)] : ["", "PCI inventory: not reported yet"]),
+  ].join("\n");
+}
