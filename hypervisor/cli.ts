@@ -46,6 +46,7 @@ async function startSetup(out: NodeJS.WriteStream, cold: boolean): Promise<{ hv:
     await hv.down().catch(() => {});
     fail(err);
   }
+  display.close();
   return { hv, stop };
 }
 

@@ -1,5 +1,5 @@
 // One initramfs per role: busybox, the shared /init, and the role's helper.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { sha256 } from "./hash.js";
@@ -36,22 +36,34 @@ export interface InitramfsInputs {
 }
 
 export async function buildInitramfs(i: InitramfsInputs): Promise<string> {
-  const key = sha256("initramfs-v1", i.role, readFileSync(i.busybox), readFileSync(i.init), readFileSync(i.helper)).slice(0, 16);
+  const key = sha256("initramfs-v2", i.role, readFileSync(i.busybox), readFileSync(i.init), readFileSync(i.helper)).slice(0, 16);
   const dir = join(i.cache, "initramfs");
   const out = join(dir, `${i.role}-${key}.cpio.gz`);
   if (existsSync(out)) return out;
   mkdirSync(dir, { recursive: true });
   assertI386Elf(i.busybox);
   assertI386Elf(i.helper);
-  const roleFile = join(dir, `${i.role}.role`);
-  writeFileSync(roleFile, `${i.role}\n`);
+  // gen_init_cpio records each file's mtime: stage copies dated 0 so the
+  // archive depends on the contents alone (and its hash is reproducible).
+  const stage = join(dir, `stage-${i.role}`);
+  mkdirSync(stage, { recursive: true });
+  const staged = (name: string, from: string | Buffer) => {
+    const path = join(stage, name);
+    writeFileSync(path, typeof from === "string" ? readFileSync(from) : from);
+    utimesSync(path, 0, 0);
+    return path;
+  };
+  const busybox = staged("busybox", i.busybox);
+  const init = staged("init", i.init);
+  const helper = staged("helper", i.helper);
+  const roleFile = staged("role", Buffer.from(`${i.role}\n`));
   const spec = [
     ...DIRS.map((d) => `dir ${d} 0755 0 0`),
     "nod /dev/console 0600 0 0 c 5 1",
-    `file /bin/busybox ${i.busybox} 0755 0 0`,
+    `file /bin/busybox ${busybox} 0755 0 0`,
     "slink /bin/sh busybox 0777 0 0",
-    `file /init ${i.init} 0755 0 0`,
-    `file /bin/${ROLE_HELPER[i.role]} ${i.helper} 0755 0 0`,
+    `file /init ${init} 0755 0 0`,
+    `file /bin/${ROLE_HELPER[i.role]} ${helper} 0755 0 0`,
     `file /etc/bulkhead-role ${roleFile} 0644 0 0`,
   ].join("\n");
   const specFile = join(dir, `${i.role}.spec`);

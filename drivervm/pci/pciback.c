@@ -51,7 +51,7 @@ static void read_bars(const char *dir, char *out, size_t cap)
 			break;
 		const char *kind = (flags & 0x100) ? "io" : (flags & 0x200) ? "mem" : "none";
 		int n = snprintf(out + used, cap - used, "%s%s:0x%llx+0x%llx", bar ? "," : "", kind,
-				 start, end > start ? end - start + 1 : 0);
+				 start, (start || end) ? end - start + 1 : 0);
 		if (n < 0 || (size_t)n >= cap - used)
 			break;
 		used += (size_t)n;

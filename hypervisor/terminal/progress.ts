@@ -14,7 +14,15 @@ export class ProgressDisplay {
     return this.out.isTTY === true;
   }
 
+  private closed = false;
+
+  /** Stops drawing: from now on the terminal belongs to the VM's console. */
+  close(): void {
+    this.closed = true;
+  }
+
   update(ev: ProgressEvent): void {
+    if (this.closed) return;
     const secs = ((ev.kind === "vm" ? ev.ms : performance.now() - this.t0) / 1000).toFixed(1).padStart(5);
     if (ev.kind === "images") {
       this.imagesLine = `images  ${ev.message}`;

@@ -97,17 +97,26 @@ export interface MachineSpec {
   memoryBytes: number;
   bios: ArrayBuffer;
   vgaBios: ArrayBuffer;
-  bzimage?: ArrayBuffer;
-  initrd?: ArrayBuffer;
-  cmdline?: string;
-  /** A saved state to resume from instead of booting the kernel. */
-  initialState?: ArrayBuffer;
+  /**
+   * Boot a kernel, or build the machine and wait for restoreState(): a
+   * machine built ahead of need (a spare) restores in a fraction of the
+   * time a new one takes.
+   */
+  boot: { kind: "kernel"; bzimage: ArrayBuffer; initrd: ArrayBuffer; cmdline: string } | { kind: "restore-later" };
   /** The NIC model, or none at all. */
   nic: "ne2k" | "virtio" | "none";
   /** PCI slots (device numbers) to take off the bus before the guest runs. */
   removePciSlots: number[];
   /** Clamp v86's sub-millisecond busy-wait (see V86-NOTES.md, "Idle CPU"). */
   clampIdle: boolean;
+  /** v86's wasm, compiled once (compileV86Wasm) and shared between workers. */
+  wasmModule?: WebAssembly.Module;
+}
+
+/** Compiles v86's wasm once; the module can be posted to any worker. */
+export async function compileV86Wasm(): Promise<WebAssembly.Module> {
+  const { readFile } = await import("node:fs/promises");
+  return WebAssembly.compile(await readFile(require.resolve("v86/build/v86.wasm")));
 }
 
 /** The machine as the rest of Bulkhead sees it: typed, narrow, no internals. */
@@ -116,6 +125,8 @@ export interface Machine {
   onSerialByte(port: SerialPort, listener: (byte: number) => void): void;
   sendSerial(port: SerialPort, data: Uint8Array): void;
   saveState(): Promise<ArrayBuffer>;
+  /** Loads a saved state into a machine that has not run yet (boot: restore-later). */
+  restoreState(state: ArrayBuffer): Promise<void>;
   run(): Promise<void>;
   stop(): Promise<void>;
   destroy(): Promise<void>;
@@ -150,15 +161,19 @@ export function createMachine(spec: MachineSpec): Promise<Machine> {
     // One built-in virtio device stays enabled: later device models need its VirtIO class.
     virtio_console: true,
     net_device: { type: spec.nic === "virtio" ? "virtio" : "ne2k" },
+    // A restored VM keeps its identity: the NIC's MAC comes from the snapshot.
+    preserve_mac_from_state_image: true,
     log_level: 0,
   } as unknown as V86Options;
-  if (spec.initialState) {
-    options.initial_state = { buffer: spec.initialState };
-  } else {
-    if (!spec.bzimage || !spec.initrd) throw new V86AdapterError("a cold boot needs a bzimage and an initrd");
-    options.bzimage = { buffer: spec.bzimage };
-    options.initrd = { buffer: spec.initrd };
-    options.cmdline = spec.cmdline ?? "";
+  const wasmModule = spec.wasmModule;
+  if (wasmModule) {
+    (options as { wasm_fn?: unknown }).wasm_fn = async (env: WebAssembly.Imports) =>
+      (await WebAssembly.instantiate(wasmModule, env)).exports;
+  }
+  if (spec.boot.kind === "kernel") {
+    options.bzimage = { buffer: spec.boot.bzimage };
+    options.initrd = { buffer: spec.boot.initrd };
+    options.cmdline = spec.boot.cmdline;
   }
   const removeSlots = [...spec.removePciSlots];
   if (spec.nic === "none") removeSlots.push(NIC_SLOTS.ne2k);
@@ -177,7 +192,7 @@ export function createMachine(spec: MachineSpec): Promise<Machine> {
         const c = core(emulator);
         if (spec.clampIdle) clampIdle(c);
         for (const slot of removeSlots) removePciSlot(c, slot);
-        resolve(wrap(emulator));
+        resolve(wrap(emulator, removeSlots));
       } catch (err) {
         reject(err);
       }
@@ -205,7 +220,7 @@ function removePciSlot(c: V86Core, slot: number): void {
   }
 }
 
-function wrap(emulator: V86): Machine {
+function wrap(emulator: V86, removeSlots: number[]): Machine {
   return {
     emulator,
     onSerialByte(port, listener) {
@@ -215,6 +230,11 @@ function wrap(emulator: V86): Machine {
       emulator.serial_send_bytes(port, data);
     },
     saveState: () => emulator.save_state(),
+    async restoreState(state) {
+      await emulator.restore_state(state);
+      // The state carries PCI config space: take removed slots off again.
+      for (const slot of removeSlots) removePciSlot(core(emulator), slot);
+    },
     run: () => emulator.run(),
     stop: () => emulator.stop(),
     destroy: () => emulator.destroy(),

@@ -17,16 +17,26 @@ export interface WorkerSpec {
   state?: { path: string; sha256: string };
 }
 
+export interface WorkerData {
+  spec: WorkerSpec;
+  /** v86's wasm, compiled once by the main thread. */
+  wasm?: WebAssembly.Module;
+}
+
 export type ToWorker =
+  | { type: "resume" }
   | { type: "console-input"; data: Uint8Array }
   | { type: "channel-send"; line: string }
   | { type: "save-state"; path: string }
   | { type: "reset-cpu" }
+  /** Fault injection: the worker dies abruptly, as a crashed task would. */
+  | { type: "die" }
   | { type: "stop" };
 
 export type StartFailure = "corrupt-state" | "adapter" | "machine";
 
 export type FromWorker =
+  | { type: "prepared"; ms: number }
   | { type: "loaded"; restored: boolean; ms: number }
   | { type: "start-failed"; kind: StartFailure; message: string }
   | { type: "console"; data: Uint8Array }

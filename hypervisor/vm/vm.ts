@@ -8,8 +8,9 @@ import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { ImageSet } from "../../images/build.js";
 import { parseControlLine, type ControlMessage, type PciFunction } from "./control-message.js";
-import type { FromWorker, StartFailure, ToWorker, WorkerSpec } from "./messages.js";
-import type { SnapshotStore } from "./snapshot.js";
+import { compileV86Wasm } from "../v86/adapter.js";
+import type { FromWorker, ToWorker, WorkerData, WorkerSpec } from "./messages.js";
+import type { SnapshotRef, SnapshotStore } from "./snapshot.js";
 import type { MachineConfig } from "./spec.js";
 
 export type VmState = "stopped" | "booting" | "restoring" | "snapshotting" | "ready" | "halted" | "failed";
@@ -26,9 +27,13 @@ export class VmError extends Error {
     readonly role: string,
     readonly code: "start-timeout" | "start-failed" | "down" | "timeout" | "refused",
     message: string,
-    readonly consoleTail = "",
+    readonly consoleTail?: string,
   ) {
-    super(consoleTail ? `${message}\n--- last console lines of the ${role} VM ---\n${consoleTail}` : message);
+    super(
+      consoleTail === undefined
+        ? message
+        : `${message}\n--- last console lines of the ${role} VM ---\n${consoleTail.trim() || "(the console printed nothing)"}`,
+    );
   }
 }
 
@@ -41,6 +46,10 @@ export interface VmOptions {
   coldTimeoutMs?: number;
   restoreTimeoutMs?: number;
   clampIdle?: boolean;
+  /** Heap limit of the worker (V8 old generation); past it the worker dies of OOM. */
+  heapLimitMiB?: number;
+  /** Keep a spare worker with the snapshot loaded, so a reboot is fast (default on). */
+  spare?: boolean;
 }
 
 export interface ExecResult {
@@ -55,6 +64,28 @@ interface Pending<T> {
 }
 
 const WORKER_URL = new URL("./worker.js", import.meta.url);
+
+let wasmModule: Promise<WebAssembly.Module> | undefined;
+/** v86's wasm, compiled once per process and shared by every worker. */
+function sharedWasm(): Promise<WebAssembly.Module> {
+  wasmModule ??= compileV86Wasm();
+  return wasmModule;
+}
+
+interface WorkerHandle {
+  worker: Worker;
+  /** The VM generation it serves; -1 until activated. */
+  generation: number;
+  /** Resolves when a restoring worker has built its machine and read its snapshot. */
+  prepared: Promise<void>;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(error()), ms);
+    p.then((v) => (clearTimeout(t), resolve(v)), (e: unknown) => (clearTimeout(t), reject(e)));
+  });
+}
 const READY_MARK = "BULKHEAD-READY";
 const TAIL_BYTES = 4096;
 
@@ -78,6 +109,8 @@ export class VirtualMachine extends EventEmitter {
   private execs = new Map<number, Pending<ExecResult> & { output: Buffer[] }>();
   private inventory: (Pending<PciFunction[]> & { fns: PciFunction[] }) | undefined;
   private clockWaiter: Pending<void> | undefined;
+  private spare: { handle: WorkerHandle; ref: SnapshotRef } | undefined;
+  private disposed = false;
   private elu: ReturnType<Worker["performance"]["eventLoopUtilization"]> | undefined;
 
   constructor(private readonly opts: VmOptions) {
@@ -90,33 +123,36 @@ export class VirtualMachine extends EventEmitter {
 
   /** Starts the VM: restore of its pristine snapshot, else a cold boot that takes one. */
   async start(): Promise<void> {
+    this.disposed = false;
     const { snapshots, config, images } = this.opts;
     const key = snapshots?.keyFor(config, images.key);
     const ref = snapshots && key ? snapshots.find(this.role, key) : undefined;
     if (ref && key && snapshots) {
       try {
-        await this.boot({ state: ref });
+        await this.boot(ref);
+        this.prepareSpare(ref);
         return;
       } catch (err) {
         if (!(err instanceof VmError && err.code === "start-failed" && /corrupt-state/.test(err.message))) throw err;
         this.note(`snapshot rejected (${err.message.split("\n")[0]}); discarding it and booting cold`);
+        this.discardSpare();
         snapshots.discard(this.role, key);
       }
     }
-    await this.boot({});
+    await this.boot(undefined);
     if (snapshots && key) {
       this.setState("snapshotting");
       const saved = await this.saveState(snapshots.prepare(this.role, key));
       snapshots.record(this.role, key, saved.sha256, saved.bytes);
       this.snapshotMs = saved.ms;
       this.setState("ready");
+      this.prepareSpare({ path: snapshots.pathFor(this.role, key), sha256: saved.sha256 });
     }
   }
 
-  private boot(how: { state?: { path: string; sha256: string } }): Promise<void> {
+  private workerSpec(ref: SnapshotRef | undefined): WorkerSpec {
     const { config, images } = this.opts;
-    const restoring = how.state !== undefined;
-    const spec: WorkerSpec = {
+    return {
       role: this.role,
       memoryBytes: config.memoryMiB * 2 ** 20,
       nic: config.nic,
@@ -127,17 +163,42 @@ export class VirtualMachine extends EventEmitter {
       bzimage: images.bzimage,
       initrd: images.initrd[this.role as keyof ImageSet["initrd"]],
       cmdline: config.cmdline,
-      state: how.state,
+      state: ref,
     };
+  }
+
+  private async boot(ref: SnapshotRef | undefined): Promise<void> {
+    const restoring = ref !== undefined;
+    const timeoutMs = restoring ? (this.opts.restoreTimeoutMs ?? 10_000) : (this.opts.coldTimeoutMs ?? 60_000);
     this.kill();
-    const generation = ++this.generation;
+    const t0 = performance.now();
     this.setState(restoring ? "restoring" : "booting");
     this.bootKind = restoring ? "restore" : "cold";
     this.bootMs = undefined;
     this.consoleLine = "";
-    const t0 = performance.now();
-    const timeoutMs = restoring ? (this.opts.restoreTimeoutMs ?? 10_000) : (this.opts.coldTimeoutMs ?? 60_000);
+    let handle: WorkerHandle;
+    if (ref) {
+      handle = this.takeSpare(ref) ?? this.spawnWorker(this.workerSpec(ref), await sharedWasm());
+      try {
+        await withTimeout(handle.prepared, timeoutMs, () => new Error(`not prepared within ${timeoutMs} ms`));
+      } catch (err) {
+        void handle.worker.terminate();
+        this.setState("failed");
+        throw new VmError(this.role, "start-failed", `${this.role} VM could not start: ${(err as Error).message}`, this.consoleTail());
+      }
+    } else {
+      handle = this.spawnWorker(this.workerSpec(undefined), await sharedWasm());
+    }
+    this.activate(handle);
+    if (restoring) handle.worker.postMessage({ type: "resume" } satisfies ToWorker);
+    await this.waitReady(restoring, timeoutMs);
+    this.bootMs = performance.now() - t0;
+    this.readyAt = Date.now();
+    this.setState("ready");
+  }
 
+  /** Ready: a cold guest announces it (console mark and helper hello); a restored one answers a ping. */
+  private waitReady(restoring: boolean, timeoutMs: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let sawReadyMark = false;
       let sawHello = false;
@@ -149,62 +210,57 @@ export class VirtualMachine extends EventEmitter {
         this.off("console-line", onLine);
         this.off("control", onControl);
         this.off("fault", onFault);
-        if (err) {
-          this.kill();
-          this.setState("failed");
-          reject(err);
-        } else {
-          this.bootMs = performance.now() - t0;
-          this.readyAt = Date.now();
-          this.setState("ready");
-          resolve();
-        }
+        this.off("worker-message", onWorker);
+        if (!err) return resolve();
+        this.kill();
+        this.setState("failed");
+        reject(err);
       };
       const timer = setTimeout(
         () => finish(new VmError(this.role, "start-timeout", `${this.role} VM did not become ready within ${timeoutMs} ms`, this.consoleTail())),
         timeoutMs,
       );
       const onLine = (line: string) => {
-        if (line.startsWith(`${READY_MARK} ${this.role}`)) {
+        if (!restoring && line.startsWith(`${READY_MARK} ${this.role}`)) {
           sawReadyMark = true;
           if (sawHello) finish();
         }
       };
       const onControl = (msg: ControlMessage) => {
-        if (msg.kind === "hello" && msg.role === this.role) {
+        if (!restoring && msg.kind === "hello" && msg.role === this.role) {
           sawHello = true;
           if (sawReadyMark) finish();
         }
       };
       const onFault = (fault: VmFault) =>
         finish(new VmError(this.role, "start-failed", `${this.role} VM failed while starting: ${fault.kind}: ${fault.detail}`, this.consoleTail()));
-      this.on("console-line", onLine);
-      this.on("control", onControl);
-      this.on("fault", onFault);
-
-      const worker = this.spawn(spec, generation, (kind: StartFailure, message: string) =>
-        finish(new VmError(this.role, "start-failed", `${this.role} VM could not start (${kind}): ${message}`, this.consoleTail())),
-      );
-      if (restoring) {
-        // The restored guest is already up: its helper answering is readiness.
-        const onLoaded = (msg: FromWorker) => {
-          if (msg.type !== "loaded") return;
-          this.off("worker-message", onLoaded);
+      const onWorker = (msg: FromWorker) => {
+        if (msg.type === "start-failed") {
+          finish(new VmError(this.role, "start-failed", `${this.role} VM could not start (${msg.kind}): ${msg.message}`, this.consoleTail()));
+        } else if (msg.type === "loaded" && restoring) {
           this.ping(timeoutMs)
             .then(() => this.setClock())
             .then(() => finish(), (err: Error) => finish(err));
-        };
-        this.on("worker-message", onLoaded);
-      }
+        }
+      };
+      this.on("console-line", onLine);
+      this.on("control", onControl);
+      this.on("fault", onFault);
+      this.on("worker-message", onWorker);
     });
   }
 
-  private spawn(spec: WorkerSpec, generation: number, onStartFailed: (kind: StartFailure, message: string) => void): Worker {
-    const worker = new Worker(WORKER_URL, { workerData: spec, resourceLimits: { maxOldGenerationSizeMb: 256 } });
-    this.worker = worker;
-    this.elu = undefined;
-    const current = () => generation === this.generation;
+  /** Spawns a worker; it does nothing for this VM until activated. */
+  private spawnWorker(spec: WorkerSpec, wasm: WebAssembly.Module): WorkerHandle {
+    const worker = new Worker(WORKER_URL, { workerData: { spec, wasm } satisfies WorkerData, resourceLimits: { maxOldGenerationSizeMb: this.opts.heapLimitMiB ?? 256 } });
+    let prepare!: { resolve: () => void; reject: (e: Error) => void };
+    const prepared = new Promise<void>((resolve, reject) => (prepare = { resolve, reject }));
+    prepared.catch(() => {});
+    const handle: WorkerHandle = { worker, generation: -1, prepared };
+    const current = () => handle.generation === this.generation;
     worker.on("message", (msg: FromWorker) => {
+      if (msg.type === "prepared") prepare.resolve();
+      if (msg.type === "start-failed") prepare.reject(new Error(`${msg.kind}: ${msg.message}`));
       if (!current()) return;
       switch (msg.type) {
         case "console":
@@ -212,9 +268,6 @@ export class VirtualMachine extends EventEmitter {
           break;
         case "channel":
           this.onChannel(msg.line);
-          break;
-        case "start-failed":
-          onStartFailed(msg.kind, msg.message);
           break;
         case "memory":
           this.memory = { heapBytes: msg.heapBytes, externalBytes: msg.externalBytes };
@@ -224,14 +277,45 @@ export class VirtualMachine extends EventEmitter {
       }
     });
     worker.on("error", (err) => {
+      prepare.reject(err);
       if (current()) this.fault({ kind: "worker-error", detail: `${(err as NodeJS.ErrnoException).code ?? "error"}: ${err.message}` });
     });
     worker.on("exit", (code) => {
+      prepare.reject(new Error(`worker exited with code ${code}`));
       if (!current()) return;
       this.worker = undefined;
       if (this.state !== "stopped" && this.state !== "halted") this.fault({ kind: "worker-exit", detail: `worker exited with code ${code}` });
     });
-    return worker;
+    return handle;
+  }
+
+  private activate(handle: WorkerHandle): void {
+    handle.generation = ++this.generation;
+    this.worker = handle.worker;
+    this.elu = undefined;
+  }
+
+  /** Builds the next restore's worker ahead of need, so a reboot is a restore and nothing more. */
+  private prepareSpare(ref: SnapshotRef): void {
+    if (this.opts.spare === false) return;
+    this.discardSpare();
+    void sharedWasm().then((wasm) => {
+      if (this.spare || this.disposed) return;
+      this.spare = { handle: this.spawnWorker(this.workerSpec(ref), wasm), ref };
+    });
+  }
+
+  private takeSpare(ref: SnapshotRef): WorkerHandle | undefined {
+    const s = this.spare;
+    this.spare = undefined;
+    if (s && s.ref.path === ref.path && s.ref.sha256 === ref.sha256) return s.handle;
+    if (s) void s.handle.worker.terminate();
+    return undefined;
+  }
+
+  private discardSpare(): void {
+    if (this.spare) void this.spare.handle.worker.terminate();
+    this.spare = undefined;
   }
 
   private fault(fault: VmFault): void {
@@ -391,6 +475,11 @@ export class VirtualMachine extends EventEmitter {
     this.send({ type: "console-input", data });
   }
 
+  /** Fault injection: the VM's worker dies abruptly (the monitor sees a worker exit). */
+  killWorker(): void {
+    this.send({ type: "die" });
+  }
+
   /** Resets the guest's CPU, as a triple fault would. */
   resetCpu(): void {
     this.send({ type: "reset-cpu" });
@@ -422,6 +511,8 @@ export class VirtualMachine extends EventEmitter {
 
   /** Stops the emulator cleanly, falling back to a hard kill. */
   async shutdown(timeoutMs = 3000): Promise<void> {
+    this.disposed = true;
+    this.discardSpare();
     const worker = this.worker;
     if (!worker) return this.kill();
     this.generation++;

@@ -4,11 +4,11 @@ import { createHash } from "node:crypto";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { V86AdapterError, createMachine, type Machine } from "../v86/adapter.js";
-import type { FromWorker, ToWorker, WorkerSpec } from "./messages.js";
+import type { FromWorker, StartFailure, ToWorker, WorkerData } from "./messages.js";
 
 const port = parentPort;
 if (!port) throw new Error("hypervisor/vm/worker.js must run in a worker thread");
-const spec = workerData as WorkerSpec;
+const { spec, wasm } = workerData as WorkerData;
 
 function post(msg: FromWorker, transfer?: ArrayBuffer[]): void {
   port!.postMessage(msg, transfer ?? []);
@@ -42,18 +42,33 @@ function onChannelByte(byte: number): void {
   }
 }
 
+function startFailure(err: unknown, kind: StartFailure): Error {
+  const e = err instanceof Error ? err : new Error(String(err));
+  return Object.assign(e, { kind: err instanceof V86AdapterError ? "adapter" : kind });
+}
+
+/** The next message of a given type from the main thread. */
+function nextMessage(type: ToWorker["type"]): Promise<void> {
+  return new Promise((resolve) => {
+    const on = (msg: ToWorker) => {
+      if (msg.type === type) (port!.off("message", on), resolve());
+    };
+    port!.on("message", on);
+  });
+}
+
 async function start(): Promise<Machine> {
   const t0 = performance.now();
-  let initialState: ArrayBuffer | undefined;
+  let state: ArrayBuffer | undefined;
   if (spec.state) {
     try {
-      initialState = arrayBuffer(spec.state.path);
+      state = arrayBuffer(spec.state.path);
     } catch (err) {
-      throw Object.assign(new Error(`snapshot unreadable: ${(err as Error).message}`), { kind: "corrupt-state" });
+      throw startFailure(new Error(`snapshot unreadable: ${(err as Error).message}`), "corrupt-state");
     }
-    const digest = createHash("sha256").update(new Uint8Array(initialState)).digest("hex");
+    const digest = createHash("sha256").update(new Uint8Array(state)).digest("hex");
     if (digest !== spec.state.sha256) {
-      throw Object.assign(new Error(`snapshot ${spec.state.path} does not match its recorded sha256`), { kind: "corrupt-state" });
+      throw startFailure(new Error(`snapshot ${spec.state.path} does not match its recorded sha256`), "corrupt-state");
     }
   }
   let machine: Machine;
@@ -62,16 +77,16 @@ async function start(): Promise<Machine> {
       memoryBytes: spec.memoryBytes,
       bios: arrayBuffer(spec.bios),
       vgaBios: arrayBuffer(spec.vgaBios),
-      ...(initialState
-        ? { initialState }
-        : { bzimage: arrayBuffer(spec.bzimage), initrd: arrayBuffer(spec.initrd), cmdline: spec.cmdline }),
+      boot: state
+        ? { kind: "restore-later" }
+        : { kind: "kernel", bzimage: arrayBuffer(spec.bzimage), initrd: arrayBuffer(spec.initrd), cmdline: spec.cmdline },
       nic: spec.nic,
       removePciSlots: spec.removePciSlots,
       clampIdle: spec.clampIdle,
+      wasmModule: wasm,
     });
   } catch (err) {
-    const kind = err instanceof V86AdapterError ? "adapter" : initialState ? "corrupt-state" : "machine";
-    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { kind });
+    throw startFailure(err, "machine");
   }
   machine.onSerialByte(0, (byte) => {
     consoleBuf.push(byte);
@@ -79,8 +94,20 @@ async function start(): Promise<Machine> {
     else consoleTimer ??= setTimeout(flushConsole, 5);
   });
   machine.onSerialByte(1, onChannelByte);
+  let t1 = t0;
+  if (state) {
+    // A spare: everything is built; restore only when the main thread says so.
+    post({ type: "prepared", ms: performance.now() - t0 });
+    await nextMessage("resume");
+    t1 = performance.now();
+    try {
+      await machine.restoreState(state);
+    } catch (err) {
+      throw startFailure(err, "corrupt-state");
+    }
+  }
   await machine.run();
-  post({ type: "loaded", restored: initialState !== undefined, ms: performance.now() - t0 });
+  post({ type: "loaded", restored: state !== undefined, ms: performance.now() - t1 });
   return machine;
 }
 
@@ -120,6 +147,8 @@ start().then(
         case "reset-cpu":
           machine.resetCpu();
           break;
+        case "die":
+          process.exit(70);
         case "stop":
           void machine
             .stop()
@@ -132,7 +161,7 @@ start().then(
       }
     });
   },
-  (err: Error & { kind?: string }) => {
-    post({ type: "start-failed", kind: (err.kind as "corrupt-state" | "adapter" | "machine") ?? "machine", message: err.message });
+  (err: Error & { kind?: StartFailure }) => {
+    post({ type: "start-failed", kind: err.kind ?? "machine", message: err.message });
   },
 );
