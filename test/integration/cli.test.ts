@@ -1,0 +1,56 @@
+// The bulkhead command, run as a user would run it.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { eventually, tempDir } from "./helpers.js";
+
+const CLI = join(import.meta.dirname, "../../dist/hypervisor/cli.js");
+
+function bulkhead(runDir: string, ...args: string[]) {
+  return spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, BULKHEAD_RUN_DIR: runDir }, encoding: "utf8", timeout: 120_000 });
+}
+
+describe("bulkhead CLI", () => {
+  it("`run -- uname -m` prints i686 from the app VM and exits with the command's status", () => {
+    const dir = tempDir("cli");
+    const r = bulkhead(dir, "run", "--", "uname", "-m");
+    expect(r.stdout).toBe("i686\n");
+    expect(r.status).toBe(0);
+    expect(bulkhead(dir, "run", "--", "echo out; exit 3")).toMatchObject({ stdout: "out\n", status: 3 });
+  });
+
+  it("`up` in one process, `status`, `run` and `down` from others", async () => {
+    const dir = tempDir("cli");
+    const up = spawn(process.execPath, [CLI, "up", "--no-attach"], { env: { ...process.env, BULKHEAD_RUN_DIR: dir }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    up.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => up.on("exit", (code) => resolve(code)));
+    try {
+      expect(await eventually(() => out.includes("All VMs ready"), 90_000, 100)).toBe(true);
+      const status = bulkhead(dir, "status", "--json");
+      expect(status.status).toBe(0);
+      const report = JSON.parse(status.stdout) as { vms: Array<{ role: string; state: string }>; inventory: { functions: unknown[] } };
+      expect(report.vms.map((v) => `${v.role}:${v.state}`)).toEqual(["app:ready", "disk:ready", "net:ready", "pci:ready"]);
+      expect(report.inventory.functions.length).toBeGreaterThanOrEqual(2);
+      expect(bulkhead(dir, "status").stdout).toMatch(/^ne2k \(Realtek RTL-8029 \(NE2000\) Ethernet\)\s+net\s+0000:00:05\.0/m);
+      expect(bulkhead(dir, "run", "--", "hostname")).toMatchObject({ stdout: "app\n", status: 0 });
+      expect(bulkhead(dir, "down")).toMatchObject({ stdout: "setup stopped\n", status: 0 });
+      expect(await exited).toBe(0);
+      expect(existsSync(join(dir, "control.json"))).toBe(false);
+    } finally {
+      up.kill("SIGKILL");
+    }
+  });
+
+  it("says clearly when no setup is running", () => {
+    const r = bulkhead(tempDir("cli"), "status");
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^bulkhead: no Bulkhead setup is running .*start one with `bulkhead up`/);
+  });
+
+  it("documents every command in --help", () => {
+    const r = bulkhead(tempDir("cli"), "--help");
+    for (const cmd of ["up", "run", "status", "down", "restart", "images"]) expect(r.stdout).toContain(`bulkhead ${cmd}`);
+  });
+});
