@@ -12,6 +12,11 @@
  *   ping SEQ            -> pong SEQ                    (heartbeat)
  *   clock SEC USEC      -> clock-ok | error clock ERRNO (after a snapshot restore)
  *   exec ID B64CMD      -> out ID B64 ... ; exit ID STATUS   (run `sh -c`)
+ *
+ * Doorbell: a single byte CH_KICK (0x07, BEL) may travel in either direction
+ * between lines; text lines never contain it. It says "look at the shared
+ * memory" without the cost of a text line. A helper that shares memory sets
+ * ch_on_kick before ch_loop and rings the host with ch_kick.
  */
 #ifndef BULKHEAD_CHANNEL_H
 #define BULKHEAD_CHANNEL_H
@@ -32,8 +37,12 @@
 #define CH_LINE_MAX 8192
 #define CH_MAX_EXEC 8
 #define CH_OUT_CHUNK 384
+#define CH_KICK 0x07
 
 static int ch_fd = -1;
+
+/* Called once per read that carried at least one kick, after its lines. */
+static void (*ch_on_kick)(void);
 
 /* Write all of buf, retrying on EINTR and short writes. */
 static void ch_write_all(const char *buf, size_t len)
@@ -63,6 +72,29 @@ static void ch_send(const char *fmt, ...)
 		n = (int)sizeof line - 2;
 	line[n++] = '\n';
 	ch_write_all(line, (size_t)n);
+}
+
+/*
+ * Ring the host's doorbell. A whole byte written between ch_send's
+ * single-write lines, so it never lands inside a line: never call it from
+ * ch_send. Unused by helpers without shared memory, hence the attribute.
+ */
+__attribute__((unused)) static void ch_kick(void)
+{
+	static const char kick = CH_KICK;
+	ch_write_all(&kick, 1);
+}
+
+/* Drops kick bytes from buf in place; returns how many were dropped. */
+static size_t ch_strip_kicks(char *buf, size_t *len)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < *len; i++)
+		if (buf[i] != CH_KICK)
+			buf[kept++] = buf[i];
+	size_t kicks = *len - kept;
+	*len = kept;
+	return kicks;
 }
 
 static const char b64chars[] =
@@ -293,7 +325,10 @@ static void ch_loop(int (*handle)(char *verb, char *args))
 			perror("channel read");
 			exit(2);
 		}
-		used += (size_t)n;
+		size_t got = (size_t)n;
+		/* Kicks are out of band: strip them before they can split a line. */
+		size_t kicks = ch_strip_kicks(line + used, &got);
+		used += got;
 		char *start = line, *nl;
 		while ((nl = memchr(start, '\n', used - (size_t)(start - line)))) {
 			*nl = 0;
@@ -314,6 +349,9 @@ static void ch_loop(int (*handle)(char *verb, char *args))
 			ch_send("error line-too-long");
 			used = 0;
 		}
+		/* After the lines, so a command and its doorbell keep their order. */
+		if (kicks && ch_on_kick)
+			ch_on_kick();
 	}
 }
 

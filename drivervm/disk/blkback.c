@@ -1,0 +1,291 @@
+/*
+ * blkback: the disk VM's back end helper. It owns the physical disk
+ * (DEVICE, opened O_DIRECT so every request goes through the real driver)
+ * and serves block requests that the host puts into a shared window: a
+ * pinned, locked anonymous mapping whose page frames it reports once.
+ * Page 0 of the window is the request ring; the rest holds data slots.
+ * The host rings with a kick byte on the channel; so does blkback when it
+ * has completed requests. The ring layout is mirrored in guest-ring.ts.
+ *
+ *   guest: BH1 window-pfns FIRST_PAGE PFNHEX+COUNT,...   (one or more)
+ *          BH1 window-end TOTAL_PAGES DEVICE_BYTES
+ *          BH1 hello disk
+ *          BH1 error <what> ERRNO                         (then exit 1)
+ *
+ * usage: blkback [DEVICE [TTY]]
+ */
+#define _GNU_SOURCE
+#define _FILE_OFFSET_BITS 64
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <linux/fs.h>
+#include "../helpers/channel.h"
+
+#define PAGE 4096u
+#define DATA_BASE PAGE
+#define DATA_SLOT_BYTES (256u * 1024u)
+#define DATA_SLOTS 8u
+#define WINDOW_BYTES (DATA_BASE + DATA_SLOTS * DATA_SLOT_BYTES)
+#define WINDOW_PAGES (WINDOW_BYTES / PAGE)
+#define RUNS_LINE_MAX 2900 /* keeps each window-pfns line under ~3000 chars */
+
+#define RING_MAGIC 0x31524B42u /* "BKR1" */
+#define OFF_REQ_PROD 4
+#define OFF_REQ_CONS 8
+#define OFF_RESP_PROD 12
+#define REQ_BASE 64
+#define RESP_BASE 576
+#define RING_SLOTS 16u
+
+enum { OP_READ, OP_WRITE, OP_FLUSH, OP_DISCARD };
+enum { ST_OK, ST_IO_ERROR, ST_UNSUPPORTED, ST_INVALID };
+
+struct ring_req {
+	uint32_t id;
+	uint8_t op;
+	uint8_t data_slot;
+	uint16_t reserved;
+	uint32_t sector_lo;
+	uint32_t sector_hi;
+	uint32_t length;
+	uint32_t data_offset;
+	uint32_t reserved2;
+	uint32_t reserved3;
+};
+
+struct ring_resp {
+	uint32_t id;
+	uint8_t status;
+	uint8_t op;
+	uint16_t reserved;
+	uint32_t length;
+	uint32_t err;
+};
+
+_Static_assert(sizeof(struct ring_req) == 32, "request slot is 32 bytes");
+_Static_assert(sizeof(struct ring_resp) == 16, "response slot is 16 bytes");
+_Static_assert(offsetof(struct ring_req, data_offset) == 20, "request layout as in guest-ring.ts");
+_Static_assert(offsetof(struct ring_resp, length) == 8, "response layout as in guest-ring.ts");
+_Static_assert(REQ_BASE + RING_SLOTS * 32 == RESP_BASE, "responses follow requests");
+
+static unsigned char *window;
+static int disk_fd = -1;
+static uint64_t disk_bytes;
+/* Our own indices live here, not in the ring: the host may overwrite the ring. */
+static uint32_t req_cons, resp_prod;
+
+static void fail(const char *what, int err)
+{
+	ch_send("error %s %d", what, err);
+	exit(1);
+}
+
+static uint32_t *ring_u32(unsigned off)
+{
+	return (uint32_t *)(window + off);
+}
+
+static uint64_t req_sector(const struct ring_req *r)
+{
+	return (uint64_t)r->sector_hi << 32 | r->sector_lo;
+}
+
+/* Checks a request the host wrote; everything past here trusts its fields. */
+static int request_valid(const struct ring_req *r)
+{
+	uint64_t sector = req_sector(r);
+
+	if (r->op == OP_FLUSH)
+		return r->length == 0;
+	if (r->op != OP_READ && r->op != OP_WRITE)
+		return 0;
+	if (r->length == 0 || r->length % 512 || r->length > DATA_SLOT_BYTES)
+		return 0;
+	/* O_DIRECT wants page-aligned buffers; page 0 is the ring, never data. */
+	if (r->data_offset < DATA_BASE || r->data_offset % PAGE ||
+	    (uint64_t)r->data_offset + r->length > WINDOW_BYTES)
+		return 0;
+	/* Bound the sector before multiplying so sector*512 cannot wrap. */
+	if (sector > disk_bytes / 512 || sector * 512 + r->length > disk_bytes)
+		return 0;
+	return 1;
+}
+
+static void serve(const struct ring_req *r, struct ring_resp *out)
+{
+	*out = (struct ring_resp){ .id = r->id, .op = r->op, .status = ST_OK };
+	if (r->op == OP_DISCARD) {
+		out->status = ST_UNSUPPORTED;
+		return;
+	}
+	if (!request_valid(r)) {
+		out->status = ST_INVALID;
+		return;
+	}
+	if (r->op == OP_FLUSH) {
+		if (fdatasync(disk_fd) != 0) {
+			out->status = ST_IO_ERROR;
+			out->err = (uint32_t)errno;
+		}
+		return;
+	}
+	off_t pos = (off_t)(req_sector(r) * 512);
+	unsigned char *buf = window + r->data_offset;
+	ssize_t n;
+	do
+		n = r->op == OP_READ ? pread(disk_fd, buf, r->length, pos)
+				     : pwrite(disk_fd, buf, r->length, pos);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		out->status = ST_IO_ERROR;
+		out->err = (uint32_t)errno;
+	} else if ((size_t)n != r->length) {
+		out->status = ST_IO_ERROR;
+		out->err = EIO;
+		out->length = (uint32_t)n;
+	} else {
+		out->length = r->length;
+	}
+}
+
+/* Serves everything queued, in ring order; rings the host once at the end. */
+static void process_ring(void)
+{
+	uint32_t prod = __atomic_load_n(ring_u32(OFF_REQ_PROD), __ATOMIC_ACQUIRE);
+	uint32_t pending = prod - req_cons;
+	uint32_t done = 0;
+
+	/* An honest host never has more than a ring's worth queued; a lying one
+	 * gets a ring's worth per kick rather than a four-billion-request loop. */
+	if (pending > RING_SLOTS) {
+		ch_send("error ring-overrun %u", pending);
+		pending = RING_SLOTS;
+	}
+	for (; done < pending; done++) {
+		struct ring_req req;
+		struct ring_resp resp;
+		/* One copy, then only the copy: the host can rewrite the slot at any
+		 * time. The fence keeps the compiler from re-reading the slot later. */
+		memcpy(&req, window + REQ_BASE + (req_cons % RING_SLOTS) * sizeof req, sizeof req);
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		serve(&req, &resp);
+		memcpy(window + RESP_BASE + (resp_prod % RING_SLOTS) * sizeof resp, &resp, sizeof resp);
+		resp_prod++;
+		__atomic_store_n(ring_u32(OFF_RESP_PROD), resp_prod, __ATOMIC_RELEASE);
+		req_cons++;
+		__atomic_store_n(ring_u32(OFF_REQ_CONS), req_cons, __ATOMIC_RELEASE);
+	}
+	if (done)
+		ch_kick();
+}
+
+/*
+ * The window must keep its page frames for the helper's lifetime, since the
+ * host writes to them directly: locked (no swap), populated, not compacted,
+ * not collapsed into huge pages, and not shared copy-on-write with the
+ * children that `exec` forks (a write after fork would move the page).
+ */
+static void map_window(void)
+{
+	int fd = open("/proc/sys/vm/compact_unevictable_allowed", O_WRONLY);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			fail("compact-unevictable", errno);
+	} else {
+		if (write(fd, "0", 1) != 1)
+			fail("compact-unevictable", errno);
+		close(fd);
+	}
+	void *p = mmap(NULL, WINDOW_BYTES, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
+	if (p == MAP_FAILED)
+		fail("mmap", errno);
+	window = p;
+	if (mlock(window, WINDOW_BYTES) != 0)
+		fail("mlock", errno);
+	if (madvise(window, WINDOW_BYTES, MADV_DONTFORK) != 0)
+		fail("madvise-dontfork", errno);
+	/* EINVAL: a kernel without transparent huge pages, nothing to prevent. */
+	if (madvise(window, WINDOW_BYTES, MADV_NOHUGEPAGE) != 0 && errno != EINVAL)
+		fail("madvise-nohugepage", errno);
+	for (unsigned i = 0; i < WINDOW_PAGES; i++)
+		((volatile unsigned char *)window)[i * PAGE] = 0;
+}
+
+/* Reads the window's frames from pagemap and reports them as runs. */
+static void report_window(void)
+{
+	static uint64_t entries[WINDOW_PAGES];
+	static char runs[RUNS_LINE_MAX + 64];
+	size_t used = 0;
+	unsigned line_first = 0;
+
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	if (fd < 0)
+		fail("pagemap-open", errno);
+	off_t at = (off_t)((uintptr_t)window / PAGE) * 8;
+	ssize_t n = pread(fd, entries, sizeof entries, at);
+	if (n < 0)
+		fail("pagemap-read", errno);
+	if ((size_t)n != sizeof entries)
+		fail("pagemap-read", EIO);
+	close(fd);
+
+	for (unsigned i = 0; i < WINDOW_PAGES;) {
+		uint64_t pfn = entries[i] & ((1ull << 55) - 1);
+		/* Not present, or a zero frame (what pagemap shows without
+		 * CAP_SYS_ADMIN). The number reported is the window page index. */
+		if (!(entries[i] >> 63) || pfn == 0)
+			fail("window-page-absent", (int)i);
+		unsigned count = 1;
+		while (i + count < WINDOW_PAGES && (entries[i + count] >> 63) &&
+		       (entries[i + count] & ((1ull << 55) - 1)) == pfn + count)
+			count++;
+		char run[48];
+		int len = snprintf(run, sizeof run, "%llx+%u", (unsigned long long)pfn, count);
+		if (used && used + 1 + (size_t)len > RUNS_LINE_MAX) {
+			ch_send("window-pfns %u %s", line_first, runs);
+			used = 0;
+		}
+		if (!used)
+			line_first = i;
+		used += (size_t)snprintf(runs + used, sizeof runs - used, "%s%s", used ? "," : "", run);
+		i += count;
+	}
+	if (used)
+		ch_send("window-pfns %u %s", line_first, runs);
+	ch_send("window-end %u %llu", WINDOW_PAGES, (unsigned long long)disk_bytes);
+}
+
+static int handle(char *verb, char *args)
+{
+	(void)verb;
+	(void)args;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *device = argc > 1 ? argv[1] : "/dev/sda";
+
+	ch_open(argc > 2 ? argv[2] : "/dev/ttyS1");
+	disk_fd = open(device, O_RDWR | O_DIRECT);
+	if (disk_fd < 0)
+		fail("open", errno);
+	if (ioctl(disk_fd, BLKGETSIZE64, &disk_bytes) != 0)
+		fail("blkgetsize64", errno);
+	map_window();
+
+	/* Zero first, magic last: the host checks the magic when it attaches. */
+	memset(window, 0, PAGE);
+	__atomic_store_n(ring_u32(0), RING_MAGIC, __ATOMIC_RELEASE);
+	report_window();
+
+	ch_send("hello disk");
+	ch_on_kick = process_ring;
+	process_ring(); /* requests queued before we listened get no second kick */
+	ch_loop(handle);
+	return 0;
+}
