@@ -64,7 +64,7 @@ async function up(argv: { attach: boolean | undefined; cold: boolean }): Promise
     await control.close();
     await stop(0);
   };
-  process.stdout.write(`\nAll VMs ready in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${summary(hv.status())}.\n`);
+  process.stdout.write(`\nAll VMs ready in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${summary(await hv.status())}.\n`);
   process.stdout.write(`Control API on 127.0.0.1:${port}; logs in ${hv.runDir}/logs.\n`);
   hv.vm("app").on("halted", () => {
     process.stdout.write("\nbulkhead: the app VM powered off; shutting down\n");

@@ -12,6 +12,10 @@ import { CapabilitySpace, describe } from "./kernel/capability.js";
 import { TaskTable, type Task } from "./kernel/task.js";
 import { Monitor } from "./monitor/monitor.js";
 import { RestartPolicy, type RestartPolicyOptions, DEFAULT_RESTART_POLICY } from "./monitor/policy.js";
+import { ChannelTable } from "./kernel/channel.js";
+import type { DeviceSpec } from "./vm/messages.js";
+import { ensureImage } from "../drivervm/disk/image-file.js";
+import type { BlockMetricsSnapshot } from "../bridge/virtio-blk/metrics.js";
 import { SnapshotStore } from "./vm/snapshot.js";
 import type { RoleConfig } from "./vm/spec.js";
 import { VirtualMachine, VmError, type VmState } from "./vm/vm.js";
@@ -33,7 +37,13 @@ export interface HypervisorOptions {
   snapshots?: boolean;
   restartPolicy?: RestartPolicyOptions;
   clampIdle?: boolean;
+  /** The disk image (raw); created on first use. Default: disk.img in the run folder. */
+  diskImage?: string;
+  /** Size of a disk image created on first use (default 256 MiB). */
+  diskSizeBytes?: number;
 }
+
+export const DEFAULT_DISK_BYTES = 256 * 2 ** 20;
 
 export interface VmStatus {
   role: string;
@@ -57,13 +67,25 @@ export interface StatusReport {
   vms: VmStatus[];
   devices: Array<{ name: string; description: string; owner: string; bdf: string | null; irq: number | null; bars: string[] }>;
   inventory: DeviceManager["inventory"] | null;
+  disk: DiskStatus | null;
   events: ReturnType<EventLog["list"]>;
+}
+
+export interface DiskStatus {
+  image: string;
+  sizeBytes: number;
+  /** The app VM's virtio-blk front end: requests, bytes each way, in flight. */
+  frontEnd: BlockMetricsSnapshot | null;
+  /** The disk VM's back end: what blkback served through ata_piix. */
+  backEnd: Record<string, unknown> | null;
 }
 
 export class Hypervisor extends EventEmitter {
   readonly tasks = new TaskTable();
   readonly caps = new CapabilitySpace();
   readonly devices = new DeviceManager(this.caps);
+  readonly channels = new ChannelTable(this.caps);
+  disk: { path: string; sizeBytes: number } | undefined;
   readonly events: EventLog;
   readonly monitor: Monitor;
   readonly runDir: string;
@@ -76,9 +98,14 @@ export class Hypervisor extends EventEmitter {
     super();
     this.runDir = opts.runDir ?? runDir();
     this.events = new EventLog(join(this.runDir, "events.jsonl"));
-    this.monitor = new Monitor(this.events, new RestartPolicy(opts.restartPolicy ?? DEFAULT_RESTART_POLICY), (vm) => {
-      if (vm.role === "pci") void this.refreshInventory();
-    });
+    this.monitor = new Monitor(
+      this.events,
+      new RestartPolicy(opts.restartPolicy ?? DEFAULT_RESTART_POLICY),
+      (vm) => {
+        if (vm.role === "pci") void this.refreshInventory();
+      },
+      (vm) => this.disconnectServicesOf(vm.role),
+    );
   }
 
   get roles(): readonly SetupRole[] {
@@ -90,28 +117,100 @@ export class Hypervisor extends EventEmitter {
     const t0 = performance.now();
     this.images = await buildImages((message) => this.emit("progress", { kind: "images", message } satisfies ProgressEvent));
     const snapshots = this.opts.snapshots === false ? undefined : new SnapshotStore(join(cacheDir(), "snapshots"));
+    if (this.roles.includes("disk")) {
+      const path = this.opts.diskImage ?? join(this.runDir, "disk.img");
+      this.disk = { path, sizeBytes: ensureImage(path, this.opts.diskSizeBytes ?? DEFAULT_DISK_BYTES) };
+    }
     for (const role of this.roles) {
       const task = this.tasks.create(role);
       this.devices.grantFor(task.id, role);
       const config = this.devices.machineFor(task.id, ROLE_CONFIG[role]);
-      const vm = new VirtualMachine({ config, images: this.images, snapshots, logDir: join(this.runDir, "logs"), clampIdle: this.opts.clampIdle });
+      const { devices, shape } = this.hostDevicesFor(task.id);
+      const vm = new VirtualMachine({
+        config,
+        images: this.images,
+        snapshots,
+        logDir: join(this.runDir, "logs"),
+        clampIdle: this.opts.clampIdle,
+        devices,
+        snapshotShape: shape,
+      });
       task.vm = vm;
       vm.on("state", (state: VmState) => {
         this.emit("progress", { kind: "vm", role, state, ms: performance.now() - t0 } satisfies ProgressEvent);
         this.events.add(role, state);
+        // A client may need its server while it boots (the app VM's kernel
+        // reads /dev/vda's partition table): connect as soon as both run.
+        if (state === "ready" || state === "booting" || state === "restoring") this.connectServicesOf(role, false);
       });
       this.monitor.watch(vm);
     }
-    const results = await Promise.allSettled(this.tasks.all().map((t) => t.vm!.start()));
-    const failed = results.flatMap((r) => (r.status === "rejected" ? [r.reason as Error] : []));
-    if (failed.length > 0) {
+    // The first VM that fails to start fails the setup: the others stop too.
+    const starts = this.tasks.all().map((t) => t.vm!.start());
+    for (const p of starts) p.catch(() => {});
+    try {
+      await Promise.all(starts);
+    } catch (err) {
       await this.down();
-      throw failed[0];
+      throw err;
     }
     for (const t of this.tasks.all()) this.events.add(t.role, "booted", t.vm!.bootKind, t.vm!.bootMs);
     if (this.roles.includes("pci")) await this.refreshInventory();
     this.sampler = setInterval(() => this.sampleCpu(), 5000);
     this.sampler.unref();
+  }
+
+  /** The host-side devices a task's worker runs, from the capabilities it holds. */
+  private hostDevicesFor(task: number): { devices: DeviceSpec[]; shape: unknown } {
+    const devices: DeviceSpec[] = [];
+    if (this.disk && this.caps.holds(task, { kind: "service", service: "block", side: "client" })) {
+      devices.push({ kind: "virtio-blk", capacitySectors: this.disk.sizeBytes / 512 });
+    }
+    if (this.disk && this.caps.holds(task, { kind: "device", device: "ide" })) devices.push({ kind: "disk", imagePath: this.disk.path });
+    // The snapshot depends on the devices, not on where the image file is.
+    const shape = devices.map((d) => (d.kind === "disk" ? { kind: "disk", sizeBytes: this.disk!.sizeBytes } : d));
+    return { devices, shape };
+  }
+
+  /**
+   * Sets up the channels of the services a task takes part in, once the
+   * server is ready and the client runs; `renew` replaces a live channel.
+   */
+  private connectServicesOf(role: string, renew = true): void {
+    const task = this.tasks.byRole(role);
+    if (!task) return;
+    for (const service of ["block"] as const) {
+      const client = this.tasks.all().find((t) => this.caps.holds(t.id, { kind: "service", service, side: "client" }));
+      const server = this.tasks.all().find((t) => this.caps.holds(t.id, { kind: "service", service, side: "server" }));
+      if (!client || !server || (task !== client && task !== server)) continue;
+      if (server.vm?.state !== "ready" || !client.vm?.running) continue;
+      if (!renew && this.channels.isConnected(service)) continue;
+      const ends = this.channels.connect(service, client.id, server.id);
+      server.vm.attachChannel(ends.server);
+      client.vm.attachChannel(ends.client);
+      this.events.add(role, "channel", `${service} channel ${this.channels.generation}: ${client.role} <-> ${server.role}`);
+    }
+  }
+
+  /** A task died: revoke its channels; the peer keeps its pending work for the successor. */
+  private disconnectServicesOf(role: string): void {
+    const task = this.tasks.byRole(role);
+    if (!task) return;
+    for (const service of this.channels.servicesOf(task.id)) {
+      this.channels.revoke(service);
+      for (const t of this.tasks.all()) if (t !== task && t.vm?.running) t.vm.detachChannel();
+      this.events.add(role, "channel-revoked", service);
+    }
+  }
+
+  /** Reboots one VM by hand (from its snapshot); its channels are set up anew. */
+  async restartVm(role: string): Promise<void> {
+    const vm = this.vm(role);
+    this.disconnectServicesOf(role);
+    this.monitor.policy.reset(role);
+    await vm.reboot();
+    this.events.add(role, "restarted", "by hand", vm.bootMs);
+    if (role === "pci") await this.refreshInventory();
   }
 
   vm(role: string): VirtualMachine {
@@ -135,8 +234,25 @@ export class Hypervisor extends EventEmitter {
     for (const t of this.tasks.all()) if (t.vm) this.cpu.set(t.role, t.vm.cpuLoad());
   }
 
-  status(): StatusReport {
+  async status(): Promise<StatusReport> {
     const now = Date.now();
+    const deviceStatus = async (role: string, name: string) => {
+      const vm = this.tasks.byRole(role)?.vm;
+      if (!vm?.running) return null;
+      try {
+        return ((await vm.deviceStatus())[name] as Record<string, unknown> | null) ?? null;
+      } catch {
+        return null;
+      }
+    };
+    const disk: DiskStatus | null = this.disk
+      ? {
+          image: this.disk.path,
+          sizeBytes: this.disk.sizeBytes,
+          frontEnd: (await deviceStatus("app", "virtio-blk")) as BlockMetricsSnapshot | null,
+          backEnd: await deviceStatus("disk", "disk"),
+        }
+      : null;
     const vms = this.tasks.all().map((t: Task): VmStatus => {
       const vm = t.vm!;
       const config = ROLE_CONFIG[t.role as SetupRole];
@@ -169,6 +285,7 @@ export class Hypervisor extends EventEmitter {
         bars: d.found?.bars.map((b) => `${b.kind} 0x${b.start.toString(16)}+0x${b.size.toString(16)}`) ?? [],
       })),
       inventory: this.devices.inventory ?? null,
+      disk,
       events: this.events.list().slice(-50),
     };
   }

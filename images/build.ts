@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { buildHelpers } from "./helpers.js";
 import { sha256, sha256File } from "./hash.js";
 import { buildGenInitCpio, buildKernel } from "./kernel.js";
-import { ROLES, ROLE_HELPER, buildInitramfs, type Role } from "./initramfs.js";
+import { ROLES, buildInitramfs, type Role } from "./initramfs.js";
 import { fetchBusybox } from "./busybox.js";
 import { cacheDir, projectRoot } from "./paths.js";
 import { ensureHostPackages } from "./preflight.js";
@@ -49,7 +49,7 @@ export async function buildImages(progress: Progress = () => {}): Promise<ImageS
 
   const initrd = {} as Record<Role, string>;
   for (const role of ROLES) {
-    initrd[role] = await buildInitramfs({ role, genInitCpio, busybox, init, helper: helpers[ROLE_HELPER[role]], cache });
+    initrd[role] = await buildInitramfs({ role, genInitCpio, busybox, init, helpers, cache });
   }
 
   const files: Record<string, string> = { bzimage, bios: SEABIOS, vgaBios: VGABIOS, busybox };

@@ -9,6 +9,8 @@ import { run } from "./run.js";
 export const HELPERS: Record<string, string> = {
   agent: "drivervm/helpers/agent.c",
   pciback: "drivervm/pci/pciback.c",
+  blkback: "drivervm/disk/blkback.c",
+  blkbench: "bench/guest/blkbench.c",
 };
 
 export const CFLAGS = ["-m32", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror"];

@@ -8,13 +8,13 @@ import { BuildError, run } from "./run.js";
 export const ROLES = ["app", "disk", "net", "pci", "baseline"] as const;
 export type Role = (typeof ROLES)[number];
 
-/** The helper each role runs on its control channel. */
-export const ROLE_HELPER: Record<Role, string> = {
-  app: "agent",
-  disk: "agent",
-  net: "agent",
-  pci: "pciback",
-  baseline: "agent",
+/** The helpers each role's initramfs carries (in /bin); /init starts the right one. */
+export const ROLE_HELPERS: Record<Role, string[]> = {
+  app: ["agent", "blkbench"],
+  disk: ["blkback", "agent"],
+  net: ["agent"],
+  pci: ["pciback"],
+  baseline: ["agent", "blkbench"],
 };
 
 const DIRS = ["/bin", "/sbin", "/dev", "/etc", "/proc", "/sys", "/tmp", "/mnt", "/root", "/usr", "/usr/bin", "/usr/sbin"];
@@ -31,18 +31,20 @@ export interface InitramfsInputs {
   genInitCpio: string;
   busybox: string;
   init: string;
-  helper: string;
+  /** Helper name -> built binary. */
+  helpers: Record<string, string>;
   cache: string;
 }
 
 export async function buildInitramfs(i: InitramfsInputs): Promise<string> {
-  const key = sha256("initramfs-v2", i.role, readFileSync(i.busybox), readFileSync(i.init), readFileSync(i.helper)).slice(0, 16);
+  const names = ROLE_HELPERS[i.role];
+  const key = sha256("initramfs-v3", i.role, readFileSync(i.busybox), readFileSync(i.init), ...names.flatMap((n) => [n, readFileSync(i.helpers[n])])).slice(0, 16);
   const dir = join(i.cache, "initramfs");
   const out = join(dir, `${i.role}-${key}.cpio.gz`);
   if (existsSync(out)) return out;
   mkdirSync(dir, { recursive: true });
   assertI386Elf(i.busybox);
-  assertI386Elf(i.helper);
+  for (const n of names) assertI386Elf(i.helpers[n]);
   // gen_init_cpio records each file's mtime: stage copies dated 0 so the
   // archive depends on the contents alone (and its hash is reproducible).
   const stage = join(dir, `stage-${i.role}`);
@@ -55,7 +57,7 @@ export async function buildInitramfs(i: InitramfsInputs): Promise<string> {
   };
   const busybox = staged("busybox", i.busybox);
   const init = staged("init", i.init);
-  const helper = staged("helper", i.helper);
+  const helperLines = names.map((n) => `file /bin/${n} ${staged(n, i.helpers[n])} 0755 0 0`);
   const roleFile = staged("role", Buffer.from(`${i.role}\n`));
   const spec = [
     ...DIRS.map((d) => `dir ${d} 0755 0 0`),
@@ -63,7 +65,7 @@ export async function buildInitramfs(i: InitramfsInputs): Promise<string> {
     `file /bin/busybox ${busybox} 0755 0 0`,
     "slink /bin/sh busybox 0777 0 0",
     `file /init ${init} 0755 0 0`,
-    `file /bin/${ROLE_HELPER[i.role]} ${helper} 0755 0 0`,
+    ...helperLines,
     `file /etc/bulkhead-role ${roleFile} 0644 0 0`,
   ].join("\n");
   const specFile = join(dir, `${i.role}.spec`);

@@ -259,10 +259,14 @@ static void report_window(void)
 	ch_send("window-end %u %llu", WINDOW_PAGES, (unsigned long long)disk_bytes);
 }
 
+/* `window`: report the window again (a restored VM's new worker asks). */
 static int handle(char *verb, char *args)
 {
-	(void)verb;
 	(void)args;
+	if (strcmp(verb, "window") == 0) {
+		report_window();
+		return 1;
+	}
 	return 0;
 }
 

@@ -10,7 +10,8 @@
  *
  * Shared verbs (every helper answers them):
  *   ping SEQ            -> pong SEQ                    (heartbeat)
- *   clock SEC USEC      -> clock-ok | error clock ERRNO (after a snapshot restore)
+ *   clock SEC USEC      -> clock-ok | error clock ERRNO
+ *   resume SEC USEC     -> clock-ok   (after a snapshot restore: clock, and block caches dropped)
  *   exec ID B64CMD      -> out ID B64 ... ; exit ID STATUS   (run `sh -c`)
  *
  * Doorbell: a single byte CH_KICK (0x07, BEL) may travel in either direction
@@ -21,7 +22,10 @@
 #ifndef BULKHEAD_CHANNEL_H
 #define BULKHEAD_CHANNEL_H
 
+#include <dirent.h>
 #include <errno.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -246,6 +250,29 @@ static void ch_exec_pump(int slot)
 	e->pid = 0;
 }
 
+/* Drops the page cache of every block device (BLKFLSBUF on /dev/NAME for
+ * each NAME in /sys/block). Errors are not fatal: a device may be busy. */
+static void ch_drop_block_caches(void)
+{
+	DIR *d = opendir("/sys/block");
+	struct dirent *e;
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		char path[300];
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/dev/%s", e->d_name);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		if (ioctl(fd, BLKFLSBUF, 0) != 0 && errno != ENOTTY && errno != EINVAL)
+			ch_send("error resume flush %s %d", e->d_name, errno);
+		close(fd);
+	}
+	closedir(d);
+}
+
 /* ---- the common dispatch ---- */
 
 /* Handles the shared verbs; returns 0 when the verb is not a shared one. */
@@ -268,6 +295,23 @@ static int ch_handle_common(char *verb, char *args)
 			ch_send("error clock %d", errno);
 		else
 			ch_send("clock-ok");
+		return 1;
+	}
+	if (strcmp(verb, "resume") == 0) {
+		/* After a snapshot restore: set the clock, and drop every block
+		 * device's cached pages, which may be older than the disk. */
+		long sec = 0, usec = 0;
+		if (!args || sscanf(args, "%ld %ld", &sec, &usec) != 2 || usec < 0 || usec >= 1000000) {
+			ch_send("error resume bad-arguments");
+			return 1;
+		}
+		struct timeval tv = { sec, usec };
+		if (settimeofday(&tv, NULL) != 0) {
+			ch_send("error resume clock %d", errno);
+			return 1;
+		}
+		ch_drop_block_caches();
+		ch_send("clock-ok");
 		return 1;
 	}
 	if (strcmp(verb, "exec") == 0) {

@@ -54,7 +54,7 @@ export class ControlServer {
   private async perform(req: ControlRequest): Promise<unknown> {
     switch (req.op) {
       case "status":
-        return this.hv.status();
+        return await this.hv.status();
       case "down":
         setImmediate(this.onDown);
         return { stopping: true };
@@ -63,7 +63,7 @@ export class ControlServer {
         return { status: r.status, output: r.output.toString("base64") };
       }
       case "reboot":
-        await this.hv.vm(req.vm).reboot();
+        await this.hv.restartVm(req.vm);
         return { state: this.hv.vm(req.vm).state };
       case "kill":
         this.hv.vm(req.vm).kill();

@@ -37,6 +37,9 @@ export class DeviceManager {
   grantFor(task: number, role: string): void {
     for (const dev of PHYSICAL_DEVICES) if (ASSIGNMENT[dev.name] === role) this.caps.grant(task, { kind: "device", device: dev.name });
     if (role === "pci") this.caps.grant(task, { kind: "pci-config" });
+    // The disk VM serves the block service; the app VM is its client.
+    if (role === "disk") this.caps.grant(task, { kind: "service", service: "block", side: "server" });
+    if (role === "app") this.caps.grant(task, { kind: "service", service: "block", side: "client" });
   }
 
   /**

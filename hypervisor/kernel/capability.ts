@@ -7,14 +7,25 @@ export type Capability =
   /** Own a physical device: it is plugged into the holder's machine. */
   | { kind: "device"; device: PhysicalDevice }
   /** See every physical PCI function's config space (the PCI VM). */
-  | { kind: "pci-config" };
+  | { kind: "pci-config" }
+  /** Be one end of a service's channel: the client (front end) or the server (back end). */
+  | { kind: "service"; service: Service; side: "client" | "server" };
+
+export type Service = "block";
 
 function same(a: Capability, b: Capability): boolean {
-  return a.kind === b.kind && (a.kind !== "device" || (b.kind === "device" && a.device === b.device));
+  return describe(a) === describe(b);
 }
 
 export function describe(cap: Capability): string {
-  return cap.kind === "device" ? `device:${cap.device}` : cap.kind;
+  switch (cap.kind) {
+    case "device":
+      return `device:${cap.device}`;
+    case "service":
+      return `${cap.service}-${cap.side}`;
+    default:
+      return cap.kind;
+  }
 }
 
 export class CapabilitySpace {

@@ -13,6 +13,7 @@ export class Monitor {
     private readonly events: EventLog,
     readonly policy = new RestartPolicy(),
     private readonly onRestarted: (vm: VirtualMachine) => void = () => {},
+    private readonly onFault: (vm: VirtualMachine) => void = () => {},
   ) {}
 
   watch(vm: VirtualMachine): void {
@@ -27,7 +28,9 @@ export class Monitor {
   private async handle(vm: VirtualMachine, fault: VmFault): Promise<void> {
     const detectedAt = performance.now();
     this.events.add(vm.role, "fault", `${fault.kind}: ${fault.detail}`);
-    if (this.stopped || this.restarting.has(vm.role)) return;
+    // A VM that never came up is its starter's business, not a crash to recover.
+    if (this.stopped || this.restarting.has(vm.role) || vm.readyAt === undefined) return;
+    this.onFault(vm);
     const decision = this.policy.decide(vm.role);
     if (decision.action === "give-up") {
       vm.kill();

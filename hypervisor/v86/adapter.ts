@@ -36,6 +36,8 @@ interface Cpu {
   mem8: { byteOffset: number; length: number };
   wasm_memory: WebAssembly.Memory;
   reboot_internal: () => void;
+  /** Writes guest memory and invalidates JIT code compiled from it. */
+  write_blob: (blob: Uint8Array, address: number) => void;
 }
 interface V86Core {
   cpu: Cpu;
@@ -52,6 +54,7 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
   ["emulator.v86.cpu.mem8 (memory view)", (c) => typeof c.cpu?.mem8?.byteOffset === "number" && c.cpu.mem8.length > 0],
   ["emulator.v86.cpu.wasm_memory", (c) => c.cpu?.wasm_memory instanceof WebAssembly.Memory],
   ["emulator.v86.cpu.reboot_internal (function)", (c) => typeof c.cpu?.reboot_internal === "function"],
+  ["emulator.v86.cpu.write_blob (function)", (c) => typeof c.cpu?.write_blob === "function"],
 ];
 
 function core(emulator: V86): V86Core {
@@ -111,6 +114,66 @@ export interface MachineSpec {
   clampIdle: boolean;
   /** v86's wasm, compiled once (compileV86Wasm) and shared between workers. */
   wasmModule?: WebAssembly.Module;
+  /** A physical IDE disk (primary master) whose contents live outside the machine. */
+  disk?: DiskStore;
+}
+
+/**
+ * Backing store of a physical disk. Reads and writes are synchronous: when
+ * write() returns, the bytes are in the store (for the image file: in the
+ * host's page cache, so they outlive the VM's worker).
+ */
+export interface DiskStore {
+  readonly sizeBytes: number;
+  read(offset: number, length: number): Uint8Array;
+  write(offset: number, data: Uint8Array): void;
+}
+
+/**
+ * v86's disk buffer interface (get/set/load, and state that holds nothing).
+ * A class, not an object literal: v86's state saver prints plain objects.
+ */
+class DiskBuffer {
+  readonly byteLength: number;
+  onload: undefined | ((e: unknown) => void);
+
+  constructor(private readonly store: DiskStore) {
+    this.byteLength = store.sizeBytes;
+  }
+
+  load(): void {
+    this.onload?.({});
+  }
+
+  get(start: number, length: number, done: (data: Uint8Array) => void): void {
+    done(this.store.read(start, length));
+  }
+
+  // The store is synchronous: v86's "cached" path is always a hit.
+  get_from_cache(start: number, length: number): Uint8Array {
+    return this.store.read(start, length);
+  }
+
+  // v86 reads the boot sector through this before the machine starts.
+  get_and_cache(start: number, length: number, done: (data: Uint8Array) => void): void {
+    done(this.store.read(start, length));
+  }
+
+  set(start: number, data: Uint8Array, done: () => void): void {
+    this.store.write(start, data);
+    done();
+  }
+
+  // The disk's contents never enter a snapshot: they are in the store.
+  get_state(): unknown[] {
+    return [];
+  }
+
+  set_state(): void {}
+
+  get_buffer(done: (b: ArrayBuffer | undefined) => void): void {
+    done(undefined);
+  }
 }
 
 /** Compiles v86's wasm once; the module can be posted to any worker. */
@@ -132,6 +195,8 @@ export interface Machine {
   destroy(): Promise<void>;
   /** Resets the CPU (the guest reboots), as a triple fault would. */
   resetCpu(): void;
+  /** Copies bytes into guest physical memory (and drops JIT code compiled from them). */
+  writePhysical(address: number, data: Uint8Array): void;
   /** The guest's physical memory (a fresh view: do not keep it across a memory growth). */
   memory(): Uint8Array;
   /** PCI functions on the bus: bus:device.function and vendor:device ids. */
@@ -170,6 +235,7 @@ export function createMachine(spec: MachineSpec): Promise<Machine> {
     (options as { wasm_fn?: unknown }).wasm_fn = async (env: WebAssembly.Imports) =>
       (await WebAssembly.instantiate(wasmModule, env)).exports;
   }
+  if (spec.disk) (options as { hda?: unknown }).hda = new DiskBuffer(spec.disk);
   if (spec.boot.kind === "kernel") {
     options.bzimage = { buffer: spec.boot.bzimage };
     options.initrd = { buffer: spec.boot.initrd };
@@ -241,6 +307,9 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
     resetCpu() {
       core(emulator).cpu.reboot_internal();
     },
+    writePhysical(address, data) {
+      core(emulator).cpu.write_blob(data, address);
+    },
     memory() {
       const cpu = core(emulator).cpu;
       const { byteOffset, length } = cpu.mem8;
@@ -254,6 +323,183 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
         out.push({ bdf, vendor: space[0] & 0xffff, device: (space[0] >>> 16) & 0xffff });
       });
       return out;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Our own virtio devices. v86 does not export its VirtIO class, but every
+// built-in virtio device carries an instance (we keep virtio-console on for
+// that reason). Guest-controlled descriptors are checked here, before v86
+// would touch memory with them: a bad address must never throw in the
+// device model or reach memory outside the request's own buffers.
+
+interface V86Descriptor {
+  addr_low: number;
+  addr_high: number;
+  len: number;
+  flags: number;
+}
+interface V86BufferChain {
+  head_idx: number;
+  read_buffers: V86Descriptor[];
+  write_buffers: V86Descriptor[];
+  length_readable: number;
+  length_writable: number;
+  length_written: number;
+  get_next_blob(dest: Uint8Array): number;
+  set_next_blob(src: Uint8Array): number;
+}
+interface V86Queue {
+  size: number;
+  enabled: boolean;
+  is_configured(): boolean | number;
+  count_requests(): number;
+  pop_request(): V86BufferChain;
+  push_reply(chain: V86BufferChain): void;
+  flush_replies(): void;
+}
+interface V86VirtIO {
+  queues: V86Queue[];
+  get_state(): unknown;
+  set_state(state: unknown): void;
+  reset(): void;
+}
+type VirtIOConstructor = new (cpu: Cpu, options: unknown) => V86VirtIO;
+
+export interface VirtioConfigField {
+  bytes: 1 | 2 | 4;
+  name: string;
+  read: () => number;
+}
+
+export interface VirtioDeviceSpec {
+  name: string;
+  /** PCI device number (slot); must be free. */
+  pciSlot: number;
+  /** Modern virtio PCI device id (0x1040 + virtio device type). */
+  deviceId: number;
+  subsystemId: number;
+  /** Feature bits offered; VERSION_1 (32) is added. */
+  features: number[];
+  queueSizes: number[];
+  /** I/O ports of the capabilities (SeaBIOS relocates them anyway): four consecutive 0x100 blocks. */
+  portBase: number;
+  config: VirtioConfigField[];
+  /** Called when the guest notifies a queue. */
+  onNotify: (queue: number) => void;
+}
+
+/** One request of the guest: its buffers, checked against guest memory. */
+export interface VirtioRequest {
+  readonly readableBytes: number;
+  readonly writableBytes: number;
+  /** Why the chain is unusable (a buffer outside guest memory, over 4 GiB, ...), or null. */
+  readonly fault: string | null;
+  /** Reads the next bytes the guest gave us (sequentially). */
+  read(dest: Uint8Array): number;
+  /** Writes the next bytes into the guest's writable buffers (sequentially). */
+  write(src: Uint8Array): number;
+  /** Writes one byte at the very end of the writable buffers (virtio-blk's status byte). */
+  writeLastByte(value: number): void;
+}
+
+export interface VirtioDevice {
+  /** Pops one request; undefined when the queue is empty, unconfigured, or its ring is malformed. */
+  pop(queue: number): VirtioRequest | undefined;
+  /** Hands a request back to the guest (used ring) and interrupts it. */
+  complete(queue: number, request: VirtioRequest): void;
+  queueReady(queue: number): boolean;
+  getState(): unknown;
+  setState(state: unknown): void;
+}
+
+const VIRTIO_F_VERSION_1 = 32;
+const chains = new WeakMap<VirtioRequest, V86BufferChain>();
+
+function checkChain(chain: V86BufferChain, memBytes: number): string | null {
+  for (const d of [...chain.read_buffers, ...chain.write_buffers]) {
+    if (d.addr_high !== 0) return `buffer above 4 GiB (0x${(d.addr_high >>> 0).toString(16)}:${(d.addr_low >>> 0).toString(16)})`;
+    const start = d.addr_low >>> 0;
+    if (start + d.len > memBytes) return `buffer 0x${start.toString(16)}+${d.len} outside guest memory`;
+  }
+  return null;
+}
+
+/** Adds a virtio PCI device to a machine that has not run yet. */
+export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): VirtioDevice {
+  const c = core(machine.emulator);
+  const carrier = c.cpu.devices.virtio_console as { virtio?: { constructor?: unknown } } | undefined;
+  const VirtIO = carrier?.virtio?.constructor as VirtIOConstructor | undefined;
+  if (typeof VirtIO !== "function") {
+    throw new V86AdapterError(`v86 ${installedV86Version()}: no VirtIO class on devices.virtio_console (pinned ${PINNED_V86_VERSION})`);
+  }
+  if (c.cpu.devices.pci.device_spaces[spec.pciSlot << 3]) throw new V86AdapterError(`PCI slot 0x${spec.pciSlot.toString(16)} is taken`);
+  const virtio = new VirtIO(c.cpu, {
+    name: spec.name,
+    pci_id: spec.pciSlot << 3,
+    device_id: spec.deviceId,
+    subsystem_device_id: spec.subsystemId,
+    common: {
+      initial_port: spec.portBase,
+      queues: spec.queueSizes.map((size) => ({ size_supported: size, notify_offset: 0 })),
+      features: [VIRTIO_F_VERSION_1, ...spec.features],
+      on_driver_ok: () => {},
+    },
+    notification: { initial_port: spec.portBase + 0x100, single_handler: true, handlers: [(queue: number) => spec.onNotify(queue)] },
+    isr_status: { initial_port: spec.portBase + 0x200 },
+    device_specific: {
+      initial_port: spec.portBase + 0x300,
+      struct: spec.config.map((f) => ({ bytes: f.bytes, name: f.name, read: f.read, write: () => {} })),
+    },
+  });
+  const memBytes = () => c.cpu.mem8.length;
+  const queue = (q: number): V86Queue | undefined => virtio.queues[q];
+  const ready = (q: number) => {
+    const vq = queue(q);
+    return !!vq && vq.enabled && !!vq.is_configured();
+  };
+  return {
+    queueReady: ready,
+    pop(q) {
+      const vq = queue(q);
+      if (!vq || !ready(q)) return undefined;
+      const pending = vq.count_requests();
+      // A guest that claims more requests than the queue holds has a broken ring.
+      if (pending === 0 || pending > vq.size) return undefined;
+      const chain = vq.pop_request();
+      const fault = checkChain(chain, memBytes());
+      const req: VirtioRequest = {
+        readableBytes: chain.length_readable,
+        writableBytes: chain.length_writable,
+        fault,
+        read: (dest) => (fault ? 0 : chain.get_next_blob(dest)),
+        write: (src) => (fault ? 0 : chain.set_next_blob(src)),
+        writeLastByte(value) {
+          const last = chain.write_buffers[chain.write_buffers.length - 1];
+          if (fault || !last || last.len < 1) return;
+          c.cpu.write_blob(Uint8Array.of(value & 0xff), (last.addr_low >>> 0) + last.len - 1);
+          chain.length_written += 1;
+        },
+      };
+      chains.set(req, chain);
+      return req;
+    },
+    complete(q, request) {
+      const vq = queue(q);
+      const chain = chains.get(request);
+      if (!vq || !chain || !ready(q)) return;
+      vq.push_reply(chain);
+      vq.flush_replies();
+    },
+    // v86's VirtIO state holds typed arrays and its queue objects: make it plain JSON.
+    getState: () =>
+      (virtio.get_state() as unknown[]).map((v, i) =>
+        i >= 10 ? (v as { get_state(): unknown }).get_state() : ArrayBuffer.isView(v) ? Array.from(v as Uint32Array) : v,
+      ),
+    setState(state) {
+      if (!Array.isArray(state) || state.length < 10) throw new V86AdapterError("virtio device state is not an array of at least 10 fields");
+      virtio.set_state(state.map((v: unknown, i) => (i === 2 || i === 3 ? Uint32Array.from(v as number[]) : v)));
     },
   };
 }

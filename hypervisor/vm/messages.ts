@@ -1,6 +1,13 @@
 // Messages between a VM's worker thread and the hypervisor's main thread.
 import type { NicModel } from "./spec.js";
 
+/** A host-side device model in a VM's worker. */
+export type DeviceSpec =
+  /** The app VM's virtio-blk front end. */
+  | { kind: "virtio-blk"; capacitySectors: number }
+  /** A driver VM's physical disk (IDE, backed by the image file) and its back end. */
+  | { kind: "disk"; imagePath: string };
+
 /** What a worker needs to build its machine. Files are read in the worker. */
 export interface WorkerSpec {
   role: string;
@@ -13,6 +20,8 @@ export interface WorkerSpec {
   bzimage: string;
   initrd: string;
   cmdline: string;
+  /** Host-side device models beside the machine. */
+  devices: DeviceSpec[];
   /** Resume from this snapshot instead of a cold boot. */
   state?: { path: string; sha256: string };
 }
@@ -29,6 +38,9 @@ export type ToWorker =
   | { type: "channel-send"; line: string }
   | { type: "save-state"; path: string }
   | { type: "reset-cpu" }
+  | { type: "attach-channel"; channel: unknown }
+  | { type: "detach-channel" }
+  | { type: "device-status" }
   /** Fault injection: the worker dies abruptly, as a crashed task would. */
   | { type: "die" }
   | { type: "stop" };
@@ -44,4 +56,7 @@ export type FromWorker =
   | { type: "state-saved"; bytes: number; sha256: string; ms: number }
   | { type: "state-failed"; message: string }
   | { type: "memory"; heapBytes: number; externalBytes: number }
+  | { type: "violation"; detail: string }
+  | { type: "device-ready" }
+  | { type: "device-status"; devices: Record<string, unknown> }
   | { type: "stopped" };

@@ -8,7 +8,7 @@ import { sha256 } from "../../images/hash.js";
 import { installedV86Version } from "../v86/adapter.js";
 import type { MachineConfig } from "./spec.js";
 
-const FORMAT = "snapshot-v1";
+const FORMAT = "snapshot-v2";
 
 export interface SnapshotRef {
   path: string;
@@ -27,8 +27,9 @@ interface SnapshotMeta {
 export class SnapshotStore {
   constructor(readonly dir: string) {}
 
-  keyFor(config: MachineConfig, imagesKey: string): string {
-    return sha256(FORMAT, imagesKey, installedV86Version(), JSON.stringify(config)).slice(0, 16);
+  /** `shape`: whatever else the machine's state depends on (devices, the disk's size). */
+  keyFor(config: MachineConfig, imagesKey: string, shape: unknown = null): string {
+    return sha256(FORMAT, imagesKey, installedV86Version(), JSON.stringify(config), JSON.stringify(shape)).slice(0, 16);
   }
 
   pathFor(role: string, key: string): string {

@@ -9,7 +9,7 @@ import { Worker } from "node:worker_threads";
 import type { ImageSet } from "../../images/build.js";
 import { parseControlLine, type ControlMessage, type PciFunction } from "./control-message.js";
 import { compileV86Wasm } from "../v86/adapter.js";
-import type { FromWorker, ToWorker, WorkerData, WorkerSpec } from "./messages.js";
+import type { DeviceSpec, FromWorker, ToWorker, WorkerData, WorkerSpec } from "./messages.js";
 import type { SnapshotRef, SnapshotStore } from "./snapshot.js";
 import type { MachineConfig } from "./spec.js";
 
@@ -48,6 +48,10 @@ export interface VmOptions {
   clampIdle?: boolean;
   /** Heap limit of the worker (V8 old generation); past it the worker dies of OOM. */
   heapLimitMiB?: number;
+  /** Host-side device models in the VM's worker (front ends, back ends). */
+  devices?: DeviceSpec[];
+  /** What else shapes the machine and so the snapshot (e.g. the disk's size). */
+  snapshotShape?: unknown;
   /** Keep a spare worker with the snapshot loaded, so a reboot is fast (default on). */
   spare?: boolean;
 }
@@ -110,6 +114,8 @@ export class VirtualMachine extends EventEmitter {
   private inventory: (Pending<PciFunction[]> & { fns: PciFunction[] }) | undefined;
   private clockWaiter: Pending<void> | undefined;
   private spare: { handle: WorkerHandle; ref: SnapshotRef } | undefined;
+  /** The worker's devices said they can serve (a driver VM's helper registered its window). */
+  deviceReady = false;
   private disposed = false;
   private elu: ReturnType<Worker["performance"]["eventLoopUtilization"]> | undefined;
 
@@ -125,7 +131,7 @@ export class VirtualMachine extends EventEmitter {
   async start(): Promise<void> {
     this.disposed = false;
     const { snapshots, config, images } = this.opts;
-    const key = snapshots?.keyFor(config, images.key);
+    const key = snapshots?.keyFor(config, images.key, this.opts.snapshotShape ?? null);
     const ref = snapshots && key ? snapshots.find(this.role, key) : undefined;
     if (ref && key && snapshots) {
       try {
@@ -139,9 +145,8 @@ export class VirtualMachine extends EventEmitter {
         snapshots.discard(this.role, key);
       }
     }
-    await this.boot(undefined);
+    await this.boot(undefined, snapshots && key ? "snapshotting" : "ready");
     if (snapshots && key) {
-      this.setState("snapshotting");
       const saved = await this.saveState(snapshots.prepare(this.role, key));
       snapshots.record(this.role, key, saved.sha256, saved.bytes);
       this.snapshotMs = saved.ms;
@@ -163,11 +168,13 @@ export class VirtualMachine extends EventEmitter {
       bzimage: images.bzimage,
       initrd: images.initrd[this.role as keyof ImageSet["initrd"]],
       cmdline: config.cmdline,
+      devices: this.opts.devices ?? [],
       state: ref,
     };
   }
 
-  private async boot(ref: SnapshotRef | undefined): Promise<void> {
+  /** `then`: the state once the guest is up ("snapshotting" when a snapshot follows: peers wait for "ready"). */
+  private async boot(ref: SnapshotRef | undefined, then: "ready" | "snapshotting" = "ready"): Promise<void> {
     const restoring = ref !== undefined;
     const timeoutMs = restoring ? (this.opts.restoreTimeoutMs ?? 10_000) : (this.opts.coldTimeoutMs ?? 60_000);
     this.kill();
@@ -194,7 +201,7 @@ export class VirtualMachine extends EventEmitter {
     await this.waitReady(restoring, timeoutMs);
     this.bootMs = performance.now() - t0;
     this.readyAt = Date.now();
-    this.setState("ready");
+    this.setState(then);
   }
 
   /** Ready: a cold guest announces it (console mark and helper hello); a restored one answers a ping. */
@@ -272,6 +279,14 @@ export class VirtualMachine extends EventEmitter {
         case "memory":
           this.memory = { heapBytes: msg.heapBytes, externalBytes: msg.externalBytes };
           break;
+        case "violation":
+          this.note(`protocol violation: ${msg.detail}`);
+          this.emit("violation", msg.detail);
+          break;
+        case "device-ready":
+          this.deviceReady = true;
+          this.emit("device-ready");
+          break;
         default:
           this.emit("worker-message", msg);
       }
@@ -290,6 +305,7 @@ export class VirtualMachine extends EventEmitter {
   }
 
   private activate(handle: WorkerHandle): void {
+    this.deviceReady = false;
     handle.generation = ++this.generation;
     this.worker = handle.worker;
     this.elu = undefined;
@@ -456,7 +472,8 @@ export class VirtualMachine extends EventEmitter {
   private setClock(timeoutMs = 2000): Promise<void> {
     const now = Date.now();
     const p = this.pending<void>(timeoutMs, "clock", (p) => (this.clockWaiter = p), () => (this.clockWaiter = undefined));
-    this.channelSend(`BH1 clock ${Math.floor(now / 1000)} ${(now % 1000) * 1000}`);
+    // "resume" also drops the guest's block caches, which may predate the disk's contents.
+    this.channelSend(`BH1 resume ${Math.floor(now / 1000)} ${(now % 1000) * 1000}`);
     return p;
   }
 
@@ -468,6 +485,30 @@ export class VirtualMachine extends EventEmitter {
       };
       this.on("worker-message", onMsg);
       this.send({ type: "save-state", path });
+    });
+  }
+
+  /** Hands the VM's devices a channel to a peer task (the kernel made it). */
+  attachChannel(channel: unknown): void {
+    this.send({ type: "attach-channel", channel });
+  }
+
+  detachChannel(): void {
+    if (this.worker) this.send({ type: "detach-channel" });
+  }
+
+  /** Counters of the VM's host-side devices. */
+  deviceStatus(timeoutMs = 1000): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => (this.off("worker-message", on), reject(new VmError(this.role, "timeout", "device status timed out"))), timeoutMs);
+      const on = (msg: FromWorker) => {
+        if (msg.type !== "device-status") return;
+        clearTimeout(timer);
+        this.off("worker-message", on);
+        resolve(msg.devices);
+      };
+      this.on("worker-message", on);
+      this.send({ type: "device-status" });
     });
   }
 

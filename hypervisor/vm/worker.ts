@@ -5,6 +5,11 @@ import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { V86AdapterError, createMachine, type Machine } from "../v86/adapter.js";
 import type { FromWorker, StartFailure, ToWorker, WorkerData } from "./messages.js";
+import type { HostDevice } from "./host-device.js";
+import { buildDevices } from "./devices.js";
+import { ImageFile } from "../../drivervm/disk/image-file.js";
+
+const KICK_BYTE = Uint8Array.of(0x07);
 
 const port = parentPort;
 if (!port) throw new Error("hypervisor/vm/worker.js must run in a worker thread");
@@ -30,16 +35,48 @@ function flushConsole(): void {
   post({ type: "console", data }, [data.buffer]);
 }
 
-// Channel bytes are split into lines here; the main thread validates them.
+// The devices of this VM (front ends or back ends), built with the machine.
+let devices: HostDevice[] = [];
+
+// Channel bytes: a lone 0x07 is a doorbell for the devices; the rest are
+// lines. Lines the devices consume (their registration) stay here; the
+// others go to the main thread, which validates them.
 const LINE_MAX = 16384;
+const KICK = 0x07;
 let channelLine: number[] = [];
 function onChannelByte(byte: number): void {
-  if (byte === 0x0a) {
-    post({ type: "channel", line: Buffer.from(channelLine).toString("latin1") });
+  if (byte === KICK) {
+    for (const d of devices) d.onKick?.();
+  } else if (byte === 0x0a) {
+    const line = Buffer.from(channelLine).toString("latin1").replace(/\r$/, "");
     channelLine = [];
+    const words = line.split(" ");
+    if (words[0] === "BH1" && words.length >= 2 && devices.some((d) => d.onControlLine?.(words[1], words.slice(2)))) return;
+    post({ type: "channel", line });
   } else if (channelLine.length < LINE_MAX) {
     channelLine.push(byte);
   }
+}
+
+/** A snapshot file: our devices' state (JSON) in front of v86's state. */
+const SNAPSHOT_MAGIC = 0x31534842; // "BHS1"
+function packSnapshot(deviceState: unknown, v86State: ArrayBuffer): Uint8Array {
+  const json = Buffer.from(JSON.stringify(deviceState));
+  const out = new Uint8Array(8 + json.length + v86State.byteLength);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, SNAPSHOT_MAGIC, true);
+  view.setUint32(4, json.length, true);
+  out.set(json, 8);
+  out.set(new Uint8Array(v86State), 8 + json.length);
+  return out;
+}
+function unpackSnapshot(file: ArrayBuffer): { deviceState: Record<string, unknown>; v86State: ArrayBuffer } {
+  const view = new DataView(file);
+  if (file.byteLength < 8 || view.getUint32(0, true) !== SNAPSHOT_MAGIC) throw new Error("not a Bulkhead snapshot");
+  const len = view.getUint32(4, true);
+  if (8 + len > file.byteLength) throw new Error("snapshot header runs past the file");
+  const deviceState = JSON.parse(Buffer.from(file, 8, len).toString("utf8")) as Record<string, unknown>;
+  return { deviceState, v86State: file.slice(8 + len) };
 }
 
 function startFailure(err: unknown, kind: StartFailure): Error {
@@ -72,6 +109,8 @@ async function start(): Promise<Machine> {
     }
   }
   let machine: Machine;
+  const diskDevice = spec.devices.find((d) => d.kind === "disk");
+  const diskImage = diskDevice?.kind === "disk" ? new ImageFile(diskDevice.imagePath) : undefined;
   try {
     machine = await createMachine({
       memoryBytes: spec.memoryBytes,
@@ -84,7 +123,15 @@ async function start(): Promise<Machine> {
       removePciSlots: spec.removePciSlots,
       clampIdle: spec.clampIdle,
       wasmModule: wasm,
+      disk: diskImage,
     });
+    devices = buildDevices(spec.devices, {
+      machine,
+      sendControl: (line) => machine.sendSerial(1, Buffer.from(line + "\n", "latin1")),
+      kick: () => machine.sendSerial(1, KICK_BYTE),
+      violation: (detail) => post({ type: "violation", detail }),
+      ready: () => post({ type: "device-ready" }),
+    }, diskImage);
   } catch (err) {
     throw startFailure(err, "machine");
   }
@@ -101,12 +148,15 @@ async function start(): Promise<Machine> {
     await nextMessage("resume");
     t1 = performance.now();
     try {
-      await machine.restoreState(state);
+      const { deviceState, v86State } = unpackSnapshot(state);
+      await machine.restoreState(v86State);
+      for (const d of devices) if (deviceState[d.name] !== undefined) d.setState?.(deviceState[d.name]);
     } catch (err) {
       throw startFailure(err, "corrupt-state");
     }
   }
   await machine.run();
+  if (state) for (const d of devices) d.afterRestore?.();
   post({ type: "loaded", restored: state !== undefined, ms: performance.now() - t1 });
   return machine;
 }
@@ -115,9 +165,10 @@ async function saveState(machine: Machine, path: string): Promise<void> {
   const t0 = performance.now();
   try {
     await machine.stop();
-    const state = await machine.saveState();
+    const deviceState: Record<string, unknown> = {};
+    for (const d of devices) if (d.getState) deviceState[d.name] = d.getState();
+    const bytes = packSnapshot(deviceState, await machine.saveState());
     await machine.run();
-    const bytes = new Uint8Array(state);
     const sha256 = createHash("sha256").update(bytes).digest("hex");
     writeFileSync(`${path}.tmp`, bytes);
     renameSync(`${path}.tmp`, path);
@@ -127,13 +178,23 @@ async function saveState(machine: Machine, path: string): Promise<void> {
   }
 }
 
+// Messages that arrive before the machine runs (a channel handed over
+// while a restore is under way) wait here and are handled in order.
+let handleMessage: ((msg: ToWorker) => void) | undefined;
+const early: ToWorker[] = [];
+port.on("message", (msg: ToWorker) => {
+  if (msg.type === "resume") return; // consumed by start()
+  if (handleMessage) handleMessage(msg);
+  else early.push(msg);
+});
+
 start().then(
   (machine) => {
     setInterval(() => {
       const m = process.memoryUsage();
       post({ type: "memory", heapBytes: m.heapUsed, externalBytes: m.external });
     }, 2000).unref();
-    port.on("message", (msg: ToWorker) => {
+    handleMessage = (msg: ToWorker) => {
       switch (msg.type) {
         case "console-input":
           machine.sendSerial(0, msg.data);
@@ -149,6 +210,15 @@ start().then(
           break;
         case "die":
           process.exit(70);
+        case "attach-channel":
+          for (const d of devices) d.attachChannel?.(msg.channel);
+          break;
+        case "detach-channel":
+          for (const d of devices) d.detachChannel?.();
+          break;
+        case "device-status":
+          post({ type: "device-status", devices: Object.fromEntries(devices.map((d) => [d.name, d.status?.() ?? null])) });
+          break;
         case "stop":
           void machine
             .stop()
@@ -159,7 +229,8 @@ start().then(
             });
           break;
       }
-    });
+    };
+    for (const msg of early.splice(0)) handleMessage(msg);
   },
   (err: Error & { kind?: StartFailure }) => {
     post({ type: "start-failed", kind: err.kind ?? "machine", message: err.message });

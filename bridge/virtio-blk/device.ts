@@ -1,0 +1,179 @@
+// The application VM's virtio-blk device: a real virtio PCI function whose
+// requests are parsed here and forwarded over a channel to the disk VM. The
+// guest sees a stall while the disk VM is away, never a wrong answer: every
+// request without a valid reply stays in flight and is re-sent in order
+// when the link comes back (the shadow-driver idea).
+import { addVirtioDevice, type Machine, type VirtioDevice, type VirtioRequest } from "../../hypervisor/v86/adapter.js";
+import { BlockMetrics, type ViolationKind } from "./metrics.js";
+import { MAX_TRANSFER, SECTOR, VIRTIO_BLK_S, isRequestError, parseRequest, type ParsedRequest } from "./request.js";
+
+/** The virtio-blk PCI function's place in the app VM (a free slot). */
+export const VIRTIO_BLK_SLOT = 0x0d;
+const QUEUE_SIZE = 128;
+const SEG_MAX = 64;
+const SIZE_MAX = MAX_TRANSFER / SEG_MAX;
+// virtio-blk feature bits: SIZE_MAX 1, SEG_MAX 2, BLK_SIZE 6, FLUSH 9. No EVENT_IDX (V86-NOTES.md).
+const FEATURES = [1, 2, 6, 9];
+
+/** A block request as it travels to the back end. */
+export interface BackendRequest {
+  id: number;
+  op: "read" | "write" | "flush";
+  sector: number;
+  length: number;
+  data?: Uint8Array;
+}
+
+/** A reply from the back end, already decoded (not yet trusted). */
+export interface BackendResponse {
+  id: number;
+  op: "read" | "write" | "flush";
+  ok: boolean;
+  length: number;
+  data?: Uint8Array;
+}
+
+/** The link to the disk VM; send() returns false when it is down or full. */
+export interface BlockLink {
+  send(req: BackendRequest): boolean;
+}
+
+interface InFlight {
+  vreq: VirtioRequest;
+  req: BackendRequest;
+  sent: boolean;
+}
+
+export class VirtioBlkFrontEnd {
+  readonly metrics = new BlockMetrics();
+  private readonly device: VirtioDevice;
+  private readonly inFlight = new Map<number, InFlight>();
+  private nextId = 1;
+  private link: BlockLink | undefined;
+
+  constructor(
+    machine: Machine,
+    readonly capacitySectors: number,
+    private readonly onViolation: (kind: ViolationKind, detail: string) => void = () => {},
+  ) {
+    this.device = addVirtioDevice(machine, {
+      name: "virtio-blk",
+      pciSlot: VIRTIO_BLK_SLOT,
+      deviceId: 0x1042,
+      subsystemId: 2,
+      features: FEATURES,
+      queueSizes: [QUEUE_SIZE],
+      portBase: 0xe600,
+      config: [
+        { bytes: 4, name: "capacity_lo", read: () => this.capacitySectors % 2 ** 32 },
+        { bytes: 4, name: "capacity_hi", read: () => Math.floor(this.capacitySectors / 2 ** 32) },
+        { bytes: 4, name: "size_max", read: () => SIZE_MAX },
+        { bytes: 4, name: "seg_max", read: () => SEG_MAX },
+        { bytes: 2, name: "cylinders", read: () => 0 },
+        { bytes: 1, name: "heads", read: () => 0 },
+        { bytes: 1, name: "sectors", read: () => 0 },
+        { bytes: 4, name: "blk_size", read: () => SECTOR },
+      ],
+      onNotify: () => this.drain(),
+    });
+  }
+
+  /** Connects (or reconnects) the back end: everything unanswered is sent again, in order. */
+  attach(link: BlockLink): void {
+    this.link = link;
+    const pending = [...this.inFlight.entries()].sort(([a], [b]) => a - b);
+    for (const [, f] of pending) {
+      if (f.sent) this.metrics.replayed++;
+      f.sent = link.send(f.req);
+    }
+  }
+
+  /** The back end went away: keep every request, send none until attach(). */
+  detach(): void {
+    this.link = undefined;
+    for (const f of this.inFlight.values()) f.sent = false;
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  status() {
+    return this.metrics.snapshot(this.inFlight.size, [...this.inFlight.values()].filter((f) => !f.sent).length);
+  }
+
+  /** Sends what could not be sent before (the channel was full). */
+  retryUnsent(): void {
+    if (!this.link) return;
+    for (const [, f] of [...this.inFlight.entries()].sort(([a], [b]) => a - b)) {
+      if (!f.sent && !(f.sent = this.link.send(f.req))) break;
+    }
+  }
+
+  private drain(): void {
+    let vreq: VirtioRequest | undefined;
+    while ((vreq = this.device.pop(0))) this.accept(vreq);
+  }
+
+  private accept(vreq: VirtioRequest): void {
+    const parsed = parseRequest(vreq, this.capacitySectors);
+    if (isRequestError(parsed)) {
+      this.metrics.refuse(parsed.code);
+      return this.finish(vreq, parsed.status);
+    }
+    this.metrics.requests[parsed.op]++;
+    if (parsed.op === "get-id") {
+      vreq.write(Buffer.from("bulkhead-vda".padEnd(parsed.length, "\0")).subarray(0, parsed.length));
+      return this.finish(vreq, VIRTIO_BLK_S.OK);
+    }
+    const req: BackendRequest = { id: this.nextId++, op: parsed.op as BackendRequest["op"], sector: parsed.sector, length: parsed.length, data: parsed.data };
+    if (this.nextId > 0xffffffff) this.nextId = 1;
+    const sent = this.link ? this.link.send(req) : false;
+    this.inFlight.set(req.id, { vreq, req, sent });
+  }
+
+  /** A reply from the back end: checked against the request it claims to answer. */
+  onResponse(resp: BackendResponse): void {
+    const f = this.inFlight.get(resp.id);
+    if (!f) return this.violation("unknown-id", `reply to request ${resp.id}, which is not in flight`);
+    if (f.req.op !== resp.op) return this.violation("wrong-op", `reply to ${f.req.op} request ${resp.id} says ${resp.op}`);
+    const expected = f.req.op === "read" && resp.ok ? f.req.length : 0;
+    if ((resp.data?.length ?? 0) !== expected || (resp.ok && f.req.op !== "flush" && resp.length !== f.req.length)) {
+      return this.violation("wrong-length", `reply to ${f.req.op} request ${resp.id}: ${resp.data?.length ?? 0} data bytes, length ${resp.length}, expected ${f.req.length}`);
+    }
+    this.inFlight.delete(resp.id);
+    if (!resp.ok) {
+      this.metrics.ioErrors++;
+      return this.finish(f.vreq, VIRTIO_BLK_S.IOERR);
+    }
+    if (f.req.op === "read" && resp.data) {
+      f.vreq.write(resp.data);
+      this.metrics.bytesRead += resp.data.length;
+    } else if (f.req.op === "write") {
+      this.metrics.bytesWritten += f.req.length;
+    }
+    this.finish(f.vreq, VIRTIO_BLK_S.OK);
+  }
+
+  private violation(kind: ViolationKind, detail: string): void {
+    this.metrics.violation(kind);
+    this.onViolation(kind, detail);
+  }
+
+  /** The status byte is the last writable byte of the request. */
+  private finish(vreq: VirtioRequest, status: number): void {
+    vreq.writeLastByte(status);
+    this.metrics.completed++;
+    this.device.complete(0, vreq);
+  }
+
+  getState(): unknown {
+    // Requests in flight are not part of a snapshot: it must be taken idle.
+    if (this.inFlight.size > 0) throw new Error(`virtio-blk has ${this.inFlight.size} requests in flight`);
+    return this.device.getState();
+  }
+
+  setState(state: unknown): void {
+    this.device.setState(state);
+  }
+}

@@ -1,0 +1,34 @@
+// The app VM's virtio-blk front end as a device of the app VM's worker:
+// requests go out on the block channel, replies come back on it.
+import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
+import { ChannelEndpoint, type ChannelDescriptor } from "../channel.js";
+import { decodeBlockResponse, encodeBlockRequest } from "../block-link.js";
+import { VirtioBlkFrontEnd } from "./device.js";
+
+export function virtioBlkDevice(ctx: DeviceContext, capacitySectors: number): HostDevice {
+  const frontEnd = new VirtioBlkFrontEnd(ctx.machine, capacitySectors, (kind, detail) => ctx.violation(`virtio-blk ${kind}: ${detail}`));
+  let endpoint: ChannelEndpoint | undefined;
+  return {
+    name: "virtio-blk",
+    attachChannel(channel) {
+      endpoint?.close();
+      const ep = new ChannelEndpoint(channel as ChannelDescriptor);
+      endpoint = ep;
+      ep.onMessage((msg) => {
+        const resp = decodeBlockResponse(msg);
+        if ("code" in resp) frontEnd.metrics.violation("malformed"), ctx.violation(`disk VM sent a malformed reply: ${resp.code}: ${resp.detail}`);
+        else frontEnd.onResponse(resp);
+        frontEnd.retryUnsent();
+      });
+      frontEnd.attach({ send: (req) => ep.send(encodeBlockRequest(req)) });
+    },
+    detachChannel() {
+      endpoint?.close();
+      endpoint = undefined;
+      frontEnd.detach();
+    },
+    getState: () => frontEnd.getState(),
+    setState: (state) => frontEnd.setState(state),
+    status: () => frontEnd.status(),
+  };
+}

@@ -1,0 +1,40 @@
+// What the virtio-blk front end counts; shown by `bulkhead status`.
+import type { RequestErrorCode } from "./request.js";
+
+export type ViolationKind = "unknown-id" | "wrong-op" | "wrong-length" | "malformed";
+
+export class BlockMetrics {
+  requests = { read: 0, write: 0, flush: 0, "get-id": 0 };
+  bytesRead = 0;
+  bytesWritten = 0;
+  completed = 0;
+  ioErrors = 0;
+  refused: Partial<Record<RequestErrorCode, number>> = {};
+  violations: Partial<Record<ViolationKind, number>> = {};
+  replayed = 0;
+
+  refuse(code: RequestErrorCode): void {
+    this.refused[code] = (this.refused[code] ?? 0) + 1;
+  }
+
+  violation(kind: ViolationKind): void {
+    this.violations[kind] = (this.violations[kind] ?? 0) + 1;
+  }
+
+  snapshot(inFlight: number, queued: number) {
+    return {
+      requests: { ...this.requests },
+      bytesRead: this.bytesRead,
+      bytesWritten: this.bytesWritten,
+      completed: this.completed,
+      inFlight,
+      queued,
+      ioErrors: this.ioErrors,
+      refused: { ...this.refused },
+      violations: { ...this.violations },
+      replayed: this.replayed,
+    };
+  }
+}
+
+export type BlockMetricsSnapshot = ReturnType<BlockMetrics["snapshot"]>;

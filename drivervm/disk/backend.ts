@@ -1,0 +1,146 @@
+// The disk VM's back end, in the disk VM's worker: block requests arrive
+// from the channel, their payloads are copied into the blkback helper's
+// pinned window, a descriptor goes into the shared ring, and one byte on
+// the control line wakes the helper. blkback serves each request with the
+// stock ata_piix driver; its replies come back the same way. The helper is
+// untrusted: a reply that does not match the request at its ring position
+// is a protocol violation and is not passed on.
+import type { Machine } from "../../hypervisor/v86/adapter.js";
+import type { BackendRequest, BackendResponse } from "../../bridge/virtio-blk/device.js";
+import { RING, RING_OP, RING_STATUS, WINDOW, decodeRingResponse, encodeRingRequest } from "./guest-ring.js";
+import type { ImageFile } from "./image-file.js";
+import type { GuestWindow } from "./window.js";
+
+export interface BackendMetrics {
+  served: { read: number; write: number; flush: number };
+  bytesRead: number;
+  bytesWritten: number;
+  ioErrors: number;
+  violations: number;
+  queued: number;
+  inRing: number;
+  fsyncs: number;
+}
+
+interface Active {
+  req: BackendRequest;
+  dataSlot: number;
+}
+
+export class BlockBackEnd {
+  private window: GuestWindow | undefined;
+  private readonly pending: BackendRequest[] = [];
+  /** Requests in the ring, in ring order (blkback serves them in order). */
+  private readonly ring: Active[] = [];
+  private readonly freeSlots: number[] = [...Array(WINDOW.DATA_SLOTS).keys()];
+  private reqProd = 0;
+  private respCons = 0;
+  readonly metrics: BackendMetrics = { served: { read: 0, write: 0, flush: 0 }, bytesRead: 0, bytesWritten: 0, ioErrors: 0, violations: 0, queued: 0, inRing: 0, fsyncs: 0 };
+
+  constructor(
+    private readonly machine: Machine,
+    private readonly image: ImageFile,
+    private readonly kickGuest: () => void,
+    private readonly reply: (resp: BackendResponse) => void,
+    private readonly onViolation: (detail: string) => void,
+  ) {}
+
+  get ready(): boolean {
+    return this.window !== undefined;
+  }
+
+  /** The helper registered its window (after a cold boot or a restore). */
+  attachWindow(window: GuestWindow): void {
+    const magic = window.readU32(this.machine, RING.OFF_MAGIC);
+    if (magic !== RING.MAGIC) throw new Error(`ring page has magic 0x${magic.toString(16)}, expected 0x${RING.MAGIC.toString(16)}`);
+    this.window = window;
+    // Indices continue from what the guest last saw (after a restore, from the snapshot).
+    this.reqProd = window.readU32(this.machine, RING.OFF_REQ_PROD);
+    this.respCons = window.readU32(this.machine, RING.OFF_RESP_PROD);
+    window.writeU32(this.machine, RING.OFF_RESP_CONS, this.respCons);
+    if (this.reqProd !== this.respCons) this.violation(`ring not idle at registration: req_prod ${this.reqProd}, resp_prod ${this.respCons}`);
+    this.pump();
+  }
+
+  submit(req: BackendRequest): void {
+    this.pending.push(req);
+    this.pump();
+  }
+
+  private pump(): void {
+    const w = this.window;
+    if (!w) return;
+    let kick = false;
+    while (this.pending.length > 0 && this.ring.length < RING.SLOTS) {
+      const req = this.pending[0];
+      const needsData = req.op !== "flush";
+      if (needsData && this.freeSlots.length === 0) break;
+      this.pending.shift();
+      const dataSlot = needsData ? this.freeSlots.shift()! : 0;
+      const dataOffset = WINDOW.DATA_BASE + dataSlot * WINDOW.DATA_SLOT_BYTES;
+      if (req.op === "write" && req.data) w.copyIn(this.machine, dataOffset, req.data);
+      const slot = this.reqProd % RING.SLOTS;
+      w.copyIn(
+        this.machine,
+        RING.REQ_BASE + slot * RING.REQ_SIZE,
+        encodeRingRequest({ id: req.id, op: RING_OP[req.op], dataSlot, sector: req.sector, length: req.length, dataOffset: needsData ? dataOffset : 0 }),
+      );
+      this.reqProd = (this.reqProd + 1) >>> 0;
+      w.writeU32(this.machine, RING.OFF_REQ_PROD, this.reqProd);
+      this.ring.push({ req, dataSlot: needsData ? dataSlot : -1 });
+      kick = true;
+    }
+    this.metrics.queued = this.pending.length;
+    this.metrics.inRing = this.ring.length;
+    if (kick) this.kickGuest();
+  }
+
+  /** The helper rang: collect its replies. */
+  onKick(): void {
+    const w = this.window;
+    if (!w) return;
+    const respProd = w.readU32(this.machine, RING.OFF_RESP_PROD);
+    const ready = (respProd - this.respCons) >>> 0;
+    if (ready > this.ring.length) {
+      return this.violation(`helper claims ${ready} replies with ${this.ring.length} requests in the ring`);
+    }
+    for (let i = 0; i < ready; i++) {
+      const active = this.ring[0];
+      const slot = this.respCons % RING.SLOTS;
+      const resp = decodeRingResponse(w.copyOut(this.machine, RING.RESP_BASE + slot * RING.RESP_SIZE, RING.RESP_SIZE));
+      if (resp.id !== active.req.id || resp.op !== RING_OP[active.req.op]) {
+        return this.violation(`reply for request ${resp.id} (op ${resp.op}) where request ${active.req.id} (${active.req.op}) was next`);
+      }
+      this.ring.shift();
+      this.respCons = (this.respCons + 1) >>> 0;
+      w.writeU32(this.machine, RING.OFF_RESP_CONS, this.respCons);
+      this.complete(active, resp.status, resp.length);
+    }
+    this.pump();
+  }
+
+  private complete(active: Active, status: number, length: number): void {
+    const { req } = active;
+    const ok = status === RING_STATUS.OK && (req.op === "flush" || length === req.length);
+    let data: Uint8Array | undefined;
+    if (ok && req.op === "read") {
+      data = this.window!.copyOut(this.machine, WINDOW.DATA_BASE + active.dataSlot * WINDOW.DATA_SLOT_BYTES, req.length);
+      this.metrics.bytesRead += req.length;
+    }
+    if (ok && req.op === "write") this.metrics.bytesWritten += req.length;
+    if (ok && req.op === "flush") {
+      // The guest's flush reached the IDE model; make it reach the disk too.
+      this.image.flush();
+      this.metrics.fsyncs++;
+    }
+    if (active.dataSlot >= 0) this.freeSlots.push(active.dataSlot);
+    if (ok) this.metrics.served[req.op]++;
+    else this.metrics.ioErrors++;
+    this.reply({ id: req.id, op: req.op, ok, length: ok ? req.length : 0, data });
+  }
+
+  private violation(detail: string): void {
+    this.metrics.violations++;
+    this.onViolation(detail);
+  }
+}

@@ -1,0 +1,79 @@
+// The disk VM's back end as a device of the disk VM's worker: it learns
+// the blkback helper's window from the control line, takes requests from
+// the block channel and sends the replies back on it.
+import { ChannelEndpoint, type ChannelDescriptor } from "../../bridge/channel.js";
+import { decodeBlockRequest, encodeBlockResponse } from "../../bridge/block-link.js";
+import type { BackendResponse } from "../../bridge/virtio-blk/device.js";
+import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
+import { BlockBackEnd } from "./backend.js";
+import type { ImageFile } from "./image-file.js";
+import { WindowRegistration } from "./window.js";
+
+export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDevice {
+  let endpoint: ChannelEndpoint | undefined;
+  let registration: WindowRegistration | undefined;
+  // Replies that found the channel full wait here, in order.
+  const outbox: BackendResponse[] = [];
+  let retry: NodeJS.Timeout | undefined;
+  const flushOutbox = () => {
+    retry = undefined;
+    while (outbox.length > 0 && endpoint?.send(encodeBlockResponse(outbox[0]))) outbox.shift();
+    if (outbox.length > 0 && endpoint) retry = setTimeout(flushOutbox, 1);
+  };
+  const backEnd = new BlockBackEnd(
+    ctx.machine,
+    image,
+    () => ctx.kick(),
+    (resp) => {
+      outbox.push(resp);
+      if (!retry) flushOutbox();
+    },
+    (detail) => ctx.violation(`blkback: ${detail}`),
+  );
+  const fail = (detail: string) => {
+    registration = undefined;
+    ctx.violation(`blkback window: ${detail}`);
+  };
+  return {
+    name: "disk",
+    onControlLine(verb, args) {
+      try {
+        if (verb === "window-pfns") {
+          (registration ??= new WindowRegistration(Math.floor(ctx.machine.memory().length / 4096))).addLine(args);
+          return true;
+        }
+        if (verb === "window-end") {
+          if (!registration) throw new Error("window-end before window-pfns");
+          const { window } = registration.finish(args);
+          registration = undefined;
+          backEnd.attachWindow(window);
+          ctx.ready();
+          return true;
+        }
+      } catch (err) {
+        fail((err as Error).message);
+        return true;
+      }
+      return false;
+    },
+    onKick: () => backEnd.onKick(),
+    attachChannel(channel) {
+      endpoint?.close();
+      const ep = new ChannelEndpoint(channel as ChannelDescriptor);
+      endpoint = ep;
+      outbox.length = 0;
+      ep.onMessage((msg) => {
+        const req = decodeBlockRequest(msg);
+        if ("code" in req) ctx.violation(`app VM front end sent a malformed request: ${req.code}: ${req.detail}`);
+        else backEnd.submit(req);
+      });
+    },
+    detachChannel() {
+      endpoint?.close();
+      endpoint = undefined;
+    },
+    // After a restore the worker is new: ask the helper to register its window again.
+    afterRestore: () => ctx.sendControl("BH1 window"),
+    status: () => ({ image: image.path, sizeBytes: image.sizeBytes, ready: backEnd.ready, ...backEnd.metrics, fsyncs: image.fsyncs }),
+  };
+}

@@ -1,0 +1,102 @@
+// The disk VM helper's pinned window, as the host sees it: page frame
+// numbers reported once by the helper, turned into a map from window
+// offsets to guest physical addresses. The helper is untrusted: a frame
+// outside the VM's RAM, a repeated frame or a wrong count is refused. The
+// window belongs to the driver VM, so a lying helper can only hurt itself.
+import type { Machine } from "../../hypervisor/v86/adapter.js";
+import { WINDOW } from "./guest-ring.js";
+
+export class WindowError extends Error {
+  override readonly name = "WindowError";
+}
+
+/** Collects `window-pfns` lines until `window-end`. */
+export class WindowRegistration {
+  private readonly pfns: number[] = [];
+  private done = false;
+
+  constructor(private readonly memoryPages: number) {}
+
+  /** `BH1 window-pfns <first_page_index> <pfnhex>+<count>,...` */
+  addLine(args: string[]): void {
+    if (this.done) throw new WindowError("window already registered");
+    const [firstText, runsText] = args;
+    if (args.length !== 2 || !/^\d{1,6}$/.test(firstText)) throw new WindowError("bad window-pfns line");
+    if (Number(firstText) !== this.pfns.length) throw new WindowError(`window-pfns starts at page ${firstText}, expected ${this.pfns.length}`);
+    for (const run of runsText.split(",")) {
+      const m = /^([0-9a-f]{1,8})\+(\d{1,6})$/.exec(run);
+      if (!m) throw new WindowError(`bad run ${JSON.stringify(run.slice(0, 40))}`);
+      const start = parseInt(m[1], 16);
+      const count = Number(m[2]);
+      if (count === 0 || this.pfns.length + count > WINDOW.PAGES) throw new WindowError("window larger than agreed");
+      for (let i = 0; i < count; i++) this.pfns.push(start + i);
+    }
+  }
+
+  /** `BH1 window-end <total_pages> <device_bytes>` */
+  finish(args: string[]): { window: GuestWindow; deviceBytes: number } {
+    const total = Number(args[0]);
+    const deviceBytes = Number(args[1]);
+    if (args.length !== 2 || !Number.isInteger(total) || !Number.isInteger(deviceBytes)) throw new WindowError("bad window-end line");
+    if (total !== WINDOW.PAGES || this.pfns.length !== WINDOW.PAGES) {
+      throw new WindowError(`window has ${this.pfns.length} pages (announced ${total}), expected ${WINDOW.PAGES}`);
+    }
+    const seen = new Set<number>();
+    for (const pfn of this.pfns) {
+      if (pfn >= this.memoryPages) throw new WindowError(`frame 0x${pfn.toString(16)} is outside the VM's ${this.memoryPages} pages`);
+      if (seen.has(pfn)) throw new WindowError(`frame 0x${pfn.toString(16)} appears twice`);
+      seen.add(pfn);
+    }
+    this.done = true;
+    return { window: new GuestWindow(this.pfns), deviceBytes };
+  }
+}
+
+export class GuestWindow {
+  constructor(readonly pfns: readonly number[]) {}
+
+  /** Copies data into the window at a window offset, page by page. */
+  copyIn(machine: Machine, offset: number, data: Uint8Array): void {
+    this.check(offset, data.length);
+    let done = 0;
+    while (done < data.length) {
+      const at = offset + done;
+      const inPage = Math.min(WINDOW.PAGE - (at % WINDOW.PAGE), data.length - done);
+      machine.writePhysical(this.pfns[Math.floor(at / WINDOW.PAGE)] * WINDOW.PAGE + (at % WINDOW.PAGE), data.subarray(done, done + inPage));
+      done += inPage;
+    }
+  }
+
+  /** Copies data out of the window. */
+  copyOut(machine: Machine, offset: number, length: number): Uint8Array {
+    this.check(offset, length);
+    const mem = machine.memory();
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const at = offset + done;
+      const inPage = Math.min(WINDOW.PAGE - (at % WINDOW.PAGE), length - done);
+      const phys = this.pfns[Math.floor(at / WINDOW.PAGE)] * WINDOW.PAGE + (at % WINDOW.PAGE);
+      out.set(mem.subarray(phys, phys + inPage), done);
+      done += inPage;
+    }
+    return out;
+  }
+
+  readU32(machine: Machine, offset: number): number {
+    const b = this.copyOut(machine, offset, 4);
+    return (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
+  }
+
+  writeU32(machine: Machine, offset: number, value: number): void {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, value >>> 0, true);
+    this.copyIn(machine, offset, b);
+  }
+
+  private check(offset: number, length: number): void {
+    if (offset < 0 || length < 0 || offset + length > this.pfns.length * WINDOW.PAGE) {
+      throw new WindowError(`window access ${offset}+${length} outside the window`);
+    }
+  }
+}

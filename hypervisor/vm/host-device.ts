@@ -1,0 +1,36 @@
+// Host-side device models that live in a VM's worker beside its v86
+// instance: the app VM's paravirtual front ends, a driver VM's back end.
+// The worker stays generic; each device plugs in through this interface.
+import type { Machine } from "../v86/adapter.js";
+
+/** What a device gets from its worker. */
+export interface DeviceContext {
+  machine: Machine;
+  /** Sends a control line to the guest's helper ("BH1 ..."). */
+  sendControl(line: string): void;
+  /** Rings the guest helper's doorbell (one byte on the control line). */
+  kick(): void;
+  /** Tells the main thread about a protocol violation by the guest or a peer. */
+  violation(detail: string): void;
+  /** Tells the main thread the device can serve (e.g. the helper's window is registered). */
+  ready(): void;
+}
+
+export interface HostDevice {
+  readonly name: string;
+  /** A control line from the guest; true when the device consumed it. */
+  onControlLine?(verb: string, args: string[]): boolean;
+  /** The guest rang the doorbell. */
+  onKick?(): void;
+  /** A channel to the peer task, set up (or set up anew) by the kernel. */
+  attachChannel?(channel: unknown): void;
+  /** The peer is gone: stop sending, keep what is pending. */
+  detachChannel?(): void;
+  /** State that must travel with a snapshot (JSON-safe). */
+  getState?(): unknown;
+  setState?(state: unknown): void;
+  /** Called once the guest runs again after a restore. */
+  afterRestore?(): void;
+  /** Counters for `bulkhead status`. */
+  status?(): unknown;
+}
