@@ -10,6 +10,8 @@ import { Hypervisor, ROLES, type ProgressEvent, type StatusReport } from "./hype
 import { attachConsole } from "./terminal/attach.js";
 import { ProgressDisplay } from "./terminal/progress.js";
 import { formatStatus } from "./terminal/status.js";
+import { parseSize } from "../drivervm/disk/image-file.js";
+import { resolve } from "node:path";
 
 function fail(err: unknown, code = 1): never {
   process.stderr.write(`bulkhead: ${err instanceof Error ? err.message : String(err)}\n`);
@@ -17,10 +19,22 @@ function fail(err: unknown, code = 1): never {
 }
 
 /** Starts a setup with a progress display on `out`; the first Ctrl-C stops it cleanly, the second at once. */
-async function startSetup(out: NodeJS.WriteStream, cold: boolean): Promise<{ hv: Hypervisor; stop: (code: number) => Promise<never> }> {
+interface SetupOptions {
+  cold: boolean;
+  disk?: string;
+  diskSize?: string;
+}
+
+async function startSetup(out: NodeJS.WriteStream, o: SetupOptions): Promise<{ hv: Hypervisor; stop: (code: number) => Promise<never> }> {
   const existing = findEndpoint(runDir());
   if (existing) fail(`a setup is already running (pid ${existing.pid}); use \`bulkhead status\`, \`bulkhead run\` or \`bulkhead down\``);
-  const hv = new Hypervisor({ snapshots: !cold });
+  let diskSizeBytes: number | undefined;
+  try {
+    diskSizeBytes = o.diskSize ? parseSize(o.diskSize) : undefined;
+  } catch (err) {
+    fail(err, 2);
+  }
+  const hv = new Hypervisor({ snapshots: !o.cold, diskImage: o.disk ? resolve(o.disk) : undefined, diskSizeBytes });
   const display = new ProgressDisplay(out, ROLES);
   hv.on("progress", (ev: ProgressEvent) => display.update(ev));
   let stopping = false;
@@ -54,10 +68,10 @@ function summary(s: StatusReport): string {
   return s.vms.map((v) => `${v.role} ${v.boot === "restore" ? "restored" : "booted cold"} in ${((v.bootMs ?? 0) / 1000).toFixed(2)} s`).join(", ");
 }
 
-async function up(argv: { attach: boolean | undefined; cold: boolean }): Promise<void> {
+async function up(argv: SetupOptions & { attach: boolean | undefined }): Promise<void> {
   const attach = argv.attach ?? (process.stdin.isTTY === true && process.stdout.isTTY === true);
   const t0 = performance.now();
-  const { hv, stop } = await startSetup(process.stdout, argv.cold);
+  const { hv, stop } = await startSetup(process.stdout, argv);
   const control = new ControlServer(hv, () => void control.close().then(() => stop(0)));
   const port = await control.listen();
   const down = async () => {
@@ -66,6 +80,7 @@ async function up(argv: { attach: boolean | undefined; cold: boolean }): Promise
   };
   process.stdout.write(`\nAll VMs ready in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${summary(await hv.status())}.\n`);
   process.stdout.write(`Control API on 127.0.0.1:${port}; logs in ${hv.runDir}/logs.\n`);
+  if (hv.disk) process.stdout.write(`Disk image ${hv.disk.path} (${hv.disk.sizeBytes / 2 ** 20} MiB) is the app VM's /dev/vda, served by the disk VM.\n`);
   hv.vm("app").on("halted", () => {
     process.stdout.write("\nbulkhead: the app VM powered off; shutting down\n");
     void down();
@@ -81,7 +96,7 @@ async function up(argv: { attach: boolean | undefined; cold: boolean }): Promise
   }
 }
 
-async function runCommand(argv: { command: string[]; timeout: number }): Promise<void> {
+async function runCommand(argv: SetupOptions & { command: string[]; timeout: number }): Promise<void> {
   const command = argv.command.join(" ");
   if (!command) fail("nothing to run: bulkhead run -- <command>", 2);
   const timeoutMs = argv.timeout * 1000;
@@ -99,7 +114,7 @@ async function runCommand(argv: { command: string[]; timeout: number }): Promise
       client.close();
     }
   } else {
-    const { hv, stop } = await startSetup(process.stderr, false);
+    const { hv, stop } = await startSetup(process.stderr, argv);
     try {
       const r = await hv.vm("app").exec(command, timeoutMs);
       status = r.status;
@@ -140,8 +155,10 @@ await yargs(hideBin(process.argv))
     (y) =>
       y
         .option("attach", { type: "boolean", describe: "Attach to the app VM's serial console (default: when on a terminal). Ctrl-] detaches and shuts down." })
-        .option("cold", { type: "boolean", default: false, describe: "Cold boot every VM; do not use or write snapshots" }),
-    (argv) => up(argv),
+        .option("cold", { type: "boolean", default: false, describe: "Cold boot every VM; do not use or write snapshots" })
+        .option("disk", { type: "string", describe: "Raw disk image for the app VM's /dev/vda (default: disk.img in the run folder, created on first use)" })
+        .option("disk-size", { type: "string", describe: "Size of a disk image created on first use, e.g. 256M or 1G (default 256M)" }),
+    (argv) => up({ attach: argv.attach, cold: argv.cold, disk: argv.disk, diskSize: argv["disk-size"] }),
   )
   .command(
     "run [command..]",
@@ -150,8 +167,17 @@ await yargs(hideBin(process.argv))
       y
         .positional("command", { type: "string", array: true, default: [], describe: "the command, after --" })
         .option("timeout", { type: "number", default: 600, describe: "seconds to wait for the command" })
+        .option("disk", { type: "string", describe: "Disk image, when this starts a setup (see `up`)" })
+        .option("disk-size", { type: "string", describe: "Size of a disk image created on first use (see `up`)" })
         .example("$0 run -- uname -m", "prints i686"),
-    (argv) => runCommand({ command: (argv.command as string[]).concat((argv["--"] as string[] | undefined) ?? []), timeout: argv.timeout }),
+    (argv) =>
+      runCommand({
+        command: (argv.command as string[]).concat((argv["--"] as string[] | undefined) ?? []),
+        timeout: argv.timeout,
+        cold: false,
+        disk: argv.disk,
+        diskSize: argv["disk-size"],
+      }),
   )
   .command(
     "status",

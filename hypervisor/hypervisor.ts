@@ -166,9 +166,12 @@ export class Hypervisor extends EventEmitter {
     if (this.disk && this.caps.holds(task, { kind: "service", service: "block", side: "client" })) {
       devices.push({ kind: "virtio-blk", capacitySectors: this.disk.sizeBytes / 512 });
     }
-    if (this.disk && this.caps.holds(task, { kind: "device", device: "ide" })) devices.push({ kind: "disk", imagePath: this.disk.path });
+    if (this.disk && this.caps.holds(task, { kind: "device", device: "ide" })) {
+      devices.push({ kind: "physical-disk", imagePath: this.disk.path });
+      if (this.caps.holds(task, { kind: "service", service: "block", side: "server" })) devices.push({ kind: "block-backend" });
+    }
     // The snapshot depends on the devices, not on where the image file is.
-    const shape = devices.map((d) => (d.kind === "disk" ? { kind: "disk", sizeBytes: this.disk!.sizeBytes } : d));
+    const shape = devices.map((d) => (d.kind === "physical-disk" ? { kind: d.kind, sizeBytes: this.disk!.sizeBytes } : d));
     return { devices, shape };
   }
 

@@ -42,40 +42,53 @@ interface InFlight {
   vreq: VirtioRequest;
   req: BackendRequest;
   sent: boolean;
+  at: number;
 }
 
 export class VirtioBlkFrontEnd {
   readonly metrics = new BlockMetrics();
-  private readonly device: VirtioDevice;
   private readonly inFlight = new Map<number, InFlight>();
   private nextId = 1;
   private link: BlockLink | undefined;
 
   constructor(
-    machine: Machine,
     readonly capacitySectors: number,
     private readonly onViolation: (kind: ViolationKind, detail: string) => void = () => {},
-  ) {
-    this.device = addVirtioDevice(machine, {
-      name: "virtio-blk",
-      pciSlot: VIRTIO_BLK_SLOT,
-      deviceId: 0x1042,
-      subsystemId: 2,
-      features: FEATURES,
-      queueSizes: [QUEUE_SIZE],
-      portBase: 0xe600,
-      config: [
-        { bytes: 4, name: "capacity_lo", read: () => this.capacitySectors % 2 ** 32 },
-        { bytes: 4, name: "capacity_hi", read: () => Math.floor(this.capacitySectors / 2 ** 32) },
-        { bytes: 4, name: "size_max", read: () => SIZE_MAX },
-        { bytes: 4, name: "seg_max", read: () => SEG_MAX },
-        { bytes: 2, name: "cylinders", read: () => 0 },
-        { bytes: 1, name: "heads", read: () => 0 },
-        { bytes: 1, name: "sectors", read: () => 0 },
-        { bytes: 4, name: "blk_size", read: () => SECTOR },
-      ],
-      onNotify: () => this.drain(),
-    });
+  ) {}
+
+  private device!: VirtioDevice;
+
+  /** Plugs the virtio-blk PCI function into a machine that has not run yet. */
+  static create(machine: Machine, capacitySectors: number, onViolation?: (kind: ViolationKind, detail: string) => void): VirtioBlkFrontEnd {
+    const fe = new VirtioBlkFrontEnd(capacitySectors, onViolation);
+    fe.bind(
+      addVirtioDevice(machine, {
+        name: "virtio-blk",
+        pciSlot: VIRTIO_BLK_SLOT,
+        deviceId: 0x1042,
+        subsystemId: 2,
+        features: FEATURES,
+        queueSizes: [QUEUE_SIZE],
+        portBase: 0xe600,
+        config: [
+          { bytes: 4, name: "capacity_lo", read: () => capacitySectors % 2 ** 32 },
+          { bytes: 4, name: "capacity_hi", read: () => Math.floor(capacitySectors / 2 ** 32) },
+          { bytes: 4, name: "size_max", read: () => SIZE_MAX },
+          { bytes: 4, name: "seg_max", read: () => SEG_MAX },
+          { bytes: 2, name: "cylinders", read: () => 0 },
+          { bytes: 1, name: "heads", read: () => 0 },
+          { bytes: 1, name: "sectors", read: () => 0 },
+          { bytes: 4, name: "blk_size", read: () => SECTOR },
+        ],
+        onNotify: () => fe.onNotify(),
+      }),
+    );
+    return fe;
+  }
+
+  /** The device the requests come from (a real virtio function, or a test's). */
+  bind(device: VirtioDevice): void {
+    this.device = device;
   }
 
   /** Connects (or reconnects) the back end: everything unanswered is sent again, in order. */
@@ -110,7 +123,8 @@ export class VirtioBlkFrontEnd {
     }
   }
 
-  private drain(): void {
+  /** The guest notified the queue: take every request it posted. */
+  onNotify(): void {
     let vreq: VirtioRequest | undefined;
     while ((vreq = this.device.pop(0))) this.accept(vreq);
   }
@@ -129,7 +143,7 @@ export class VirtioBlkFrontEnd {
     const req: BackendRequest = { id: this.nextId++, op: parsed.op as BackendRequest["op"], sector: parsed.sector, length: parsed.length, data: parsed.data };
     if (this.nextId > 0xffffffff) this.nextId = 1;
     const sent = this.link ? this.link.send(req) : false;
-    this.inFlight.set(req.id, { vreq, req, sent });
+    this.inFlight.set(req.id, { vreq, req, sent, at: performance.now() });
   }
 
   /** A reply from the back end: checked against the request it claims to answer. */
@@ -142,6 +156,8 @@ export class VirtioBlkFrontEnd {
       return this.violation("wrong-length", `reply to ${f.req.op} request ${resp.id}: ${resp.data?.length ?? 0} data bytes, length ${resp.length}, expected ${f.req.length}`);
     }
     this.inFlight.delete(resp.id);
+    this.metrics.roundTripMs += performance.now() - f.at;
+    this.metrics.roundTrips++;
     if (!resp.ok) {
       this.metrics.ioErrors++;
       return this.finish(f.vreq, VIRTIO_BLK_S.IOERR);

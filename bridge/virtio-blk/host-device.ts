@@ -6,7 +6,7 @@ import { decodeBlockResponse, encodeBlockRequest } from "../block-link.js";
 import { VirtioBlkFrontEnd } from "./device.js";
 
 export function virtioBlkDevice(ctx: DeviceContext, capacitySectors: number): HostDevice {
-  const frontEnd = new VirtioBlkFrontEnd(ctx.machine, capacitySectors, (kind, detail) => ctx.violation(`virtio-blk ${kind}: ${detail}`));
+  const frontEnd = VirtioBlkFrontEnd.create(ctx.machine, capacitySectors, (kind, detail) => ctx.violation(`virtio-blk ${kind}: ${detail}`));
   let endpoint: ChannelEndpoint | undefined;
   return {
     name: "virtio-blk",

@@ -12,6 +12,9 @@ export class BlockMetrics {
   refused: Partial<Record<RequestErrorCode, number>> = {};
   violations: Partial<Record<ViolationKind, number>> = {};
   replayed = 0;
+  /** Host time from a request leaving the guest to its reply arriving, summed over replies. */
+  roundTripMs = 0;
+  roundTrips = 0;
 
   refuse(code: RequestErrorCode): void {
     this.refused[code] = (this.refused[code] ?? 0) + 1;
@@ -33,6 +36,7 @@ export class BlockMetrics {
       refused: { ...this.refused },
       violations: { ...this.violations },
       replayed: this.replayed,
+      meanRoundTripMs: this.roundTrips ? this.roundTripMs / this.roundTrips : 0,
     };
   }
 }

@@ -20,11 +20,15 @@ export interface BackendMetrics {
   queued: number;
   inRing: number;
   fsyncs: number;
+  /** Time from a request entering the ring to blkback's reply (guest + IDE), summed. */
+  serviceMs: number;
+  serviceCount: number;
 }
 
 interface Active {
   req: BackendRequest;
   dataSlot: number;
+  at: number;
 }
 
 export class BlockBackEnd {
@@ -35,7 +39,7 @@ export class BlockBackEnd {
   private readonly freeSlots: number[] = [...Array(WINDOW.DATA_SLOTS).keys()];
   private reqProd = 0;
   private respCons = 0;
-  readonly metrics: BackendMetrics = { served: { read: 0, write: 0, flush: 0 }, bytesRead: 0, bytesWritten: 0, ioErrors: 0, violations: 0, queued: 0, inRing: 0, fsyncs: 0 };
+  readonly metrics: BackendMetrics = { served: { read: 0, write: 0, flush: 0 }, bytesRead: 0, bytesWritten: 0, ioErrors: 0, violations: 0, queued: 0, inRing: 0, fsyncs: 0, serviceMs: 0, serviceCount: 0 };
 
   constructor(
     private readonly machine: Machine,
@@ -87,7 +91,7 @@ export class BlockBackEnd {
       );
       this.reqProd = (this.reqProd + 1) >>> 0;
       w.writeU32(this.machine, RING.OFF_REQ_PROD, this.reqProd);
-      this.ring.push({ req, dataSlot: needsData ? dataSlot : -1 });
+      this.ring.push({ req, dataSlot: needsData ? dataSlot : -1, at: performance.now() });
       kick = true;
     }
     this.metrics.queued = this.pending.length;
@@ -121,6 +125,8 @@ export class BlockBackEnd {
 
   private complete(active: Active, status: number, length: number): void {
     const { req } = active;
+    this.metrics.serviceMs += performance.now() - active.at;
+    this.metrics.serviceCount++;
     const ok = status === RING_STATUS.OK && (req.op === "flush" || length === req.length);
     let data: Uint8Array | undefined;
     if (ok && req.op === "read") {

@@ -42,6 +42,23 @@ export function formatStatus(s: StatusReport): string {
           ]),
       ]
     : undefined;
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  const d = s.disk;
+  const diskLines = d
+    ? [
+        "",
+        `Disk path: app VM /dev/vda -> virtio-blk -> block channel -> disk VM blkback -> ata_piix -> ${d.image} (${mib(d.sizeBytes)})`,
+        d.frontEnd
+          ? `  app VM front end: ${d.frontEnd.completed} requests served (read ${d.frontEnd.requests.read}, write ${d.frontEnd.requests.write}, flush ${d.frontEnd.requests.flush}), ` +
+            `${mib(d.frontEnd.bytesRead)} read, ${mib(d.frontEnd.bytesWritten)} written, ${d.frontEnd.inFlight} in flight, ` +
+            `${d.frontEnd.ioErrors} I/O errors, refused ${JSON.stringify(d.frontEnd.refused)}, violations ${JSON.stringify(d.frontEnd.violations)}, replayed ${d.frontEnd.replayed}`
+          : "  app VM front end: not running",
+        d.backEnd
+          ? `  disk VM back end: ${JSON.stringify((d.backEnd as { served?: unknown }).served)} served, ${(d.backEnd as { inRing?: number }).inRing ?? 0} in the ring, ` +
+            `${(d.backEnd as { queued?: number }).queued ?? 0} queued, ${(d.backEnd as { fsyncs?: number }).fsyncs ?? 0} fsyncs, ${(d.backEnd as { violations?: number }).violations ?? 0} violations`
+          : "  disk VM back end: not running",
+      ]
+    : [];
   return [
     `setup pid ${s.pid}, up ${s.upSinceS}s, resident ${s.rssMiB} MiB (all VMs)`,
     "",
@@ -49,5 +66,6 @@ export function formatStatus(s: StatusReport): string {
     "",
     table(devRows),
     ...(invRows ? ["", `PCI inventory from the pci VM (${inv!.reportedAt}):`, table(invRows)] : ["", "PCI inventory: not reported yet"]),
+    ...diskLines,
   ].join("\n");
 }

@@ -43,12 +43,17 @@ interface V86Core {
   cpu: Cpu;
   yield: (t: number, tick: number) => void;
   running: boolean;
+  /** True while the emulator sleeps until its next timer. */
+  idle: boolean;
+  next_tick: (t: number) => void;
 }
 
 /** Every internal the adapter relies on, checked by selfCheck(). */
 const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
   ["emulator.v86.cpu", (c) => typeof c.cpu === "object" && c.cpu !== null],
   ["emulator.v86.yield (function)", (c) => typeof c.yield === "function"],
+  ["emulator.v86.next_tick (function)", (c) => typeof c.next_tick === "function"],
+  ["emulator.v86.idle (boolean)", (c) => typeof c.idle === "boolean"],
   ["emulator.v86.cpu.devices.pci.devices (array)", (c) => Array.isArray(c.cpu?.devices?.pci?.devices)],
   ["emulator.v86.cpu.devices.pci.device_spaces (array)", (c) => Array.isArray(c.cpu?.devices?.pci?.device_spaces)],
   ["emulator.v86.cpu.mem8 (memory view)", (c) => typeof c.cpu?.mem8?.byteOffset === "number" && c.cpu.mem8.length > 0],
@@ -195,6 +200,8 @@ export interface Machine {
   destroy(): Promise<void>;
   /** Resets the CPU (the guest reboots), as a triple fault would. */
   resetCpu(): void;
+  /** Lets a sleeping emulator handle an interrupt a host device just raised. */
+  wake(): void;
   /** Copies bytes into guest physical memory (and drops JIT code compiled from them). */
   writePhysical(address: number, data: Uint8Array): void;
   /** The guest's physical memory (a fresh view: do not keep it across a memory growth). */
@@ -286,6 +293,16 @@ function removePciSlot(c: V86Core, slot: number): void {
   }
 }
 
+/**
+ * v86 handles interrupts only inside its main loop: an interrupt that a host
+ * device raises while a halted guest sleeps waits for the next guest timer
+ * (tens of milliseconds with a tickless kernel). After raising one, run the
+ * loop now, as v86's own stop_idling does.
+ */
+function wake(c: V86Core): void {
+  if (c.idle && c.running) c.next_tick(0);
+}
+
 function wrap(emulator: V86, removeSlots: number[]): Machine {
   return {
     emulator,
@@ -294,7 +311,9 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
     },
     sendSerial(port, data) {
       emulator.serial_send_bytes(port, data);
+      wake(core(emulator));
     },
+    wake: () => wake(core(emulator)),
     saveState: () => emulator.save_state(),
     async restoreState(state) {
       await emulator.restore_state(state);
@@ -491,6 +510,7 @@ export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): Virti
       if (!vq || !chain || !ready(q)) return;
       vq.push_reply(chain);
       vq.flush_replies();
+      wake(c);
     },
     // v86's VirtIO state holds typed arrays and its queue objects: make it plain JSON.
     getState: () =>

@@ -5,14 +5,17 @@ import type { ImageFile } from "../../drivervm/disk/image-file.js";
 import type { DeviceContext, HostDevice } from "./host-device.js";
 import type { DeviceSpec } from "./messages.js";
 
+/** The physical disk itself is the machine's (see worker.ts); the rest are device models. */
 export function buildDevices(specs: DeviceSpec[], ctx: DeviceContext, image: ImageFile | undefined): HostDevice[] {
-  return specs.map((spec) => {
+  return specs.flatMap((spec): HostDevice[] => {
     switch (spec.kind) {
       case "virtio-blk":
-        return virtioBlkDevice(ctx, spec.capacitySectors);
-      case "disk":
-        if (!image) throw new Error("disk device without an image");
-        return diskBackEndDevice(ctx, image);
+        return [virtioBlkDevice(ctx, spec.capacitySectors)];
+      case "block-backend":
+        if (!image) throw new Error("a block back end needs a physical disk");
+        return [diskBackEndDevice(ctx, image)];
+      case "physical-disk":
+        return [];
     }
   });
 }

@@ -5,8 +5,10 @@ import type { NicModel } from "./spec.js";
 export type DeviceSpec =
   /** The app VM's virtio-blk front end. */
   | { kind: "virtio-blk"; capacitySectors: number }
-  /** A driver VM's physical disk (IDE, backed by the image file) and its back end. */
-  | { kind: "disk"; imagePath: string };
+  /** A physical IDE disk (primary master) backed by the image file. */
+  | { kind: "physical-disk"; imagePath: string }
+  /** The disk VM's block back end (needs the physical disk). */
+  | { kind: "block-backend" };
 
 /** What a worker needs to build its machine. Files are read in the worker. */
 export interface WorkerSpec {

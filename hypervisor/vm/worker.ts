@@ -109,8 +109,8 @@ async function start(): Promise<Machine> {
     }
   }
   let machine: Machine;
-  const diskDevice = spec.devices.find((d) => d.kind === "disk");
-  const diskImage = diskDevice?.kind === "disk" ? new ImageFile(diskDevice.imagePath) : undefined;
+  const diskDevice = spec.devices.find((d) => d.kind === "physical-disk");
+  const diskImage = diskDevice?.kind === "physical-disk" ? new ImageFile(diskDevice.imagePath) : undefined;
   try {
     machine = await createMachine({
       memoryBytes: spec.memoryBytes,

@@ -26,7 +26,7 @@ async function run(role: string, cmd: string): Promise<string> {
 
 describe("the four-VM setup", () => {
   it("starts app, disk, net and pci VMs, each ready and answering", async () => {
-    expect(hv.status().vms.map((v) => [v.role, v.state])).toEqual([
+    expect((await hv.status()).vms.map((v) => [v.role, v.state])).toEqual([
       ["app", "ready"],
       ["disk", "ready"],
       ["net", "ready"],
@@ -59,12 +59,12 @@ describe("the four-VM setup", () => {
   });
 
   it("has the PCI VM report the machine's inventory, with the IDE controller and the NE2000", async () => {
-    const inv = hv.status().inventory!;
+    const inv = (await hv.status()).inventory!;
     const find = (vendor: number, device: number) => inv.functions.find((f) => f.vendor === vendor && f.device === device);
     expect(find(0x8086, 0x7010)).toMatchObject({ bdf: "0000:00:1e.0", classCode: 0x010180 });
     expect(find(0x10ec, 0x8029)).toMatchObject({ bdf: "0000:00:05.0", classCode: 0x020000 });
     expect(find(0x10ec, 0x8029)!.bars).toEqual([{ kind: "io", start: expect.any(Number), size: 0x20 }]);
-    expect(hv.status().devices.map((d) => [d.name, d.owner, d.bdf])).toEqual([
+    expect((await hv.status()).devices.map((d) => [d.name, d.owner, d.bdf])).toEqual([
       ["ide", "disk", "0000:00:1e.0"],
       ["ne2k", "net", "0000:00:05.0"],
     ]);

@@ -1,0 +1,86 @@
+import { describe, expect, it } from "vitest";
+import { VirtioBlkFrontEnd, type BackendRequest } from "../../../dist/bridge/virtio-blk/device.js";
+import { VIRTIO_BLK_S, VIRTIO_BLK_T } from "../../../dist/bridge/virtio-blk/request.js";
+import { FakeDevice, blkRequest } from "./fake.js";
+
+function setup() {
+  const device = new FakeDevice();
+  const violations: string[] = [];
+  const fe = new VirtioBlkFrontEnd(2048, (kind, detail) => violations.push(`${kind}: ${detail}`));
+  fe.bind(device);
+  const sent: BackendRequest[] = [];
+  let up = true;
+  fe.attach({ send: (r) => (up ? (sent.push(r), true) : false) });
+  return { device, fe, sent, violations, setUp: (v: boolean) => (up = v) };
+}
+
+describe("VirtioBlkFrontEnd", () => {
+  it("forwards a read and hands the reply's data and status to the guest", () => {
+    const { device, fe, sent } = setup();
+    const req = blkRequest(VIRTIO_BLK_T.IN, 4, { readLength: 1024 });
+    device.queue.push(req);
+    fe.onNotify();
+    expect(sent).toEqual([{ id: 1, op: "read", sector: 4, length: 1024, data: undefined }]);
+    fe.onResponse({ id: 1, op: "read", ok: true, length: 1024, data: new Uint8Array(1024).fill(9) });
+    expect(req.status).toBe(VIRTIO_BLK_S.OK);
+    expect(req.written).toEqual(new Array(1024).fill(9));
+    expect(device.completed).toEqual([req]);
+  });
+
+  it("answers a malformed request with an error status and sends nothing", () => {
+    const { device, fe, sent } = setup();
+    const req = blkRequest(VIRTIO_BLK_T.IN, 2047, { readLength: 4096 });
+    device.queue.push(req);
+    fe.onNotify();
+    expect(sent).toEqual([]);
+    expect(req.status).toBe(VIRTIO_BLK_S.IOERR);
+    expect(fe.status().refused).toEqual({ "out-of-range": 1 });
+  });
+
+  it.each([
+    ["a reply to an unknown request", { id: 99, op: "read", ok: true, length: 512, data: new Uint8Array(512) }, "unknown-id: reply to request 99, which is not in flight"],
+    ["a reply with the wrong op", { id: 1, op: "write", ok: true, length: 512 }, "wrong-op: reply to read request 1 says write"],
+    ["a reply with too little data", { id: 1, op: "read", ok: true, length: 512, data: new Uint8Array(100) }, "wrong-length: reply to read request 1: 100 data bytes, length 512, expected 512"],
+  ] as const)("refuses %s and leaves the request in flight", (_n, resp, violation) => {
+    const { device, fe, violations } = setup();
+    const req = blkRequest(VIRTIO_BLK_T.IN, 0, { readLength: 512 });
+    device.queue.push(req);
+    fe.onNotify();
+    fe.onResponse({ ...resp });
+    expect(violations).toEqual([violation]);
+    expect(req.status).toBeUndefined();
+    expect(fe.inFlightCount).toBe(1);
+    // The real reply still completes it; a second copy of it is refused.
+    fe.onResponse({ id: 1, op: "read", ok: true, length: 512, data: new Uint8Array(512) });
+    expect(req.status).toBe(VIRTIO_BLK_S.OK);
+    fe.onResponse({ id: 1, op: "read", ok: true, length: 512, data: new Uint8Array(512) });
+    expect(violations.at(-1)).toBe("unknown-id: reply to request 1, which is not in flight");
+  });
+
+  it("keeps requests while the back end is away and re-sends them in order when it is back", () => {
+    const { device, fe, sent, setUp } = setup();
+    setUp(false);
+    for (let i = 0; i < 3; i++) device.queue.push(blkRequest(VIRTIO_BLK_T.OUT, i, { data: new Uint8Array(512).fill(i) }));
+    fe.onNotify();
+    expect(sent).toEqual([]);
+    const resent: BackendRequest[] = [];
+    fe.attach({ send: (r) => (resent.push(r), true) });
+    expect(resent.map((r) => [r.id, r.sector])).toEqual([
+      [1, 0],
+      [2, 1],
+      [3, 2],
+    ]);
+    // The guest saw no error meanwhile.
+    expect(device.completed).toEqual([]);
+  });
+
+  it("counts a failed reply as an I/O error for the guest", () => {
+    const { device, fe } = setup();
+    const req = blkRequest(VIRTIO_BLK_T.OUT, 0, { data: new Uint8Array(512) });
+    device.queue.push(req);
+    fe.onNotify();
+    fe.onResponse({ id: 1, op: "write", ok: false, length: 0 });
+    expect(req.status).toBe(VIRTIO_BLK_S.IOERR);
+    expect(fe.status().ioErrors).toBe(1);
+  });
+});
