@@ -168,15 +168,8 @@ export class ChannelEndpoint {
    * Resolves true once a message of `length` payload bytes fits in the
    * peer's ring, false if the channel is revoked or closed first.
    */
-  async whenWritable(length: number): Promise<boolean> {
-    for (;;) {
-      if (this.revoked || this.closed) return false;
-      const seen = this.tx.readIndex();
-      if (this.tx.fits(length)) return true;
-      if (length > this.tx.maxMessageBytes) return false;
-      const wait = this.tx.waitSpace(seen);
-      if (wait !== undefined) await wait;
-    }
+  whenWritable(length: number): Promise<boolean> {
+    return this.tx.whenFits(length, () => this.closed || this.rx.revoked);
   }
 
   /**
@@ -200,6 +193,7 @@ export class ChannelEndpoint {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.tx.wakeWriter();
     if (this.running) this.rx.ringDoorbell(); // wakes our own waiter
     else this.resolveStopped("closed");
   }
@@ -260,8 +254,6 @@ export class ChannelEndpoint {
       if (!(e instanceof RingError)) throw e;
       this.report(new ChannelError("corrupt", e.message, { cause: e }));
       return "corrupt";
-    } finally {
-      if (count > 0) this.rx.notifySpace();
     }
   }
 

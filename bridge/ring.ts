@@ -27,6 +27,8 @@ const READ = 5;
 /** Bumped by the writer after publishing; the reader sleeps on it. */
 const DOORBELL = 6;
 const REVOKED = 7;
+/** How many of the writer's waits for space are pending: the reader then wakes them on every read. */
+const SPACE_WANTED = 8;
 
 const WRAP = 0xffffffff;
 
@@ -169,9 +171,8 @@ export class Ring {
       // A marker at offset 0 would skip a whole ring; the writer never makes one.
       const skip = this.capacity - offset;
       if (offset === 0 || skip > avail) throw this.corrupt(`wrap marker at ${offset} skips past the write index`);
-      this.readPos = (this.readPos + skip) >>> 0;
+      this.consumed(skip);
       avail -= skip;
-      Atomics.store(this.header, READ, this.readPos | 0);
       if (avail === 0) return undefined;
       offset = 0;
       length = this.words[0];
@@ -182,28 +183,36 @@ export class Ring {
     if (size > this.capacity - offset) throw this.corrupt(`record of ${size} bytes at ${offset} runs past the data area`);
     // slice copies into a fresh (non-shared) buffer.
     const message = this.data.slice(offset + 4, offset + 4 + length);
-    this.readPos = (this.readPos + size) >>> 0;
-    Atomics.store(this.header, READ, this.readPos | 0);
+    this.consumed(size);
     return message;
   }
 
-  /** Unused bytes of the data area, as the writer sees them (includes framing). */
-  bytesFree(): number {
-    const used = (this.writePos - (Atomics.load(this.header, READ) >>> 0)) >>> 0;
-    return used > this.capacity ? 0 : this.capacity - used;
-  }
-
-  /** Bytes published by the writer and not yet consumed, as the reader sees them. */
+  /** Bytes written and not yet read (framing included), from the shared indices: for any observer. */
   bytesUnread(): number {
-    const avail = ((Atomics.load(this.header, WRITE) >>> 0) - this.readPos) >>> 0;
-    return avail > this.capacity ? this.capacity : avail;
+    const used = ((Atomics.load(this.header, WRITE) >>> 0) - (Atomics.load(this.header, READ) >>> 0)) >>> 0;
+    return used > this.capacity ? this.capacity : used;
   }
 
-  /** Whether a message of `length` payload bytes would be accepted now. */
+  /** Unused bytes of the data area (framing included), from the shared indices: for any observer. */
+  bytesFree(): number {
+    return this.capacity - this.bytesUnread();
+  }
+
+  /** Whether the writer could write a message of `length` payload bytes now. */
   fits(length: number): boolean {
+    const used = (this.writePos - (Atomics.load(this.header, READ) >>> 0)) >>> 0;
+    if (length > this.maxMessageBytes || used > this.capacity) return false;
     const size = 4 + ((length + 3) & ~3);
     const tail = this.capacity - (this.writePos & this.mask);
-    return length <= this.maxMessageBytes && (size > tail ? tail : 0) + size <= this.bytesFree();
+    return (size > tail ? tail : 0) + size <= this.capacity - used;
+  }
+
+  private consumed(bytes: number): void {
+    this.readPos = (this.readPos + bytes) >>> 0;
+    Atomics.store(this.header, READ, this.readPos | 0);
+    // Load after the store: a writer that sets the flag and then loads READ
+    // either sees this store or is seen here (both are sequentially consistent).
+    if (Atomics.load(this.header, SPACE_WANTED) !== 0) Atomics.notify(this.header, READ);
   }
 
   // The doorbell and space wake-ups: the writer rings after publishing, the
@@ -225,25 +234,37 @@ export class Ring {
     return w.async ? w.value : undefined;
   }
 
-  readIndex(): number {
-    return Atomics.load(this.header, READ);
+  /**
+   * Resolves true once a message of `length` payload bytes fits, false if
+   * it never can or the ring is revoked. For the writer only.
+   */
+  async whenFits(length: number, stop: () => boolean = () => false): Promise<boolean> {
+    Atomics.add(this.header, SPACE_WANTED, 1);
+    try {
+      for (;;) {
+        if (this.revoked || stop() || length > this.maxMessageBytes) return false;
+        const seen = Atomics.load(this.header, READ);
+        if (this.fits(length)) return true;
+        const w = waitAsync(this.header, READ, seen);
+        if (w.async) await w.value;
+      }
+    } finally {
+      // Only the writer lowers the count: a reader that cleared it could race
+      // with a writer about to sleep and leave it asleep.
+      Atomics.sub(this.header, SPACE_WANTED, 1);
+    }
   }
 
-  notifySpace(): void {
+  /** Wakes the writer's pending waits for space, so that they re-check their stop condition. */
+  wakeWriter(): void {
     Atomics.notify(this.header, READ);
-  }
-
-  /** Resolves when the reader consumes past `seen`; undefined if it already has. */
-  waitSpace(seen: number): Promise<unknown> | undefined {
-    const w = waitAsync(this.header, READ, seen);
-    return w.async ? w.value : undefined;
   }
 
   /** Sets the revoked flag and wakes both sides; unread data is dropped. */
   revoke(): void {
     Atomics.store(this.header, REVOKED, 1);
     this.ringDoorbell();
-    this.notifySpace();
+    this.wakeWriter();
   }
 
   private corrupt(detail: string): RingError {

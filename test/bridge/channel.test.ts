@@ -79,6 +79,16 @@ describe("ChannelEndpoint in one thread", () => {
     await until(() => got.length === 3);
   });
 
+  it("ends a wait for room when the endpoint is closed", async () => {
+    const { a } = createChannel({ bytesPerDirection: 64 });
+    const ea = open(a);
+    ea.send([new Uint8Array(28)]);
+    ea.send([new Uint8Array(28)]);
+    const waiting = ea.whenWritable(28);
+    ea.close();
+    expect(await waiting).toBe(false);
+  });
+
   it("throws a RingError for a message above the channel's limit", () => {
     const { a } = createChannel({ bytesPerDirection: 64 });
     const e = (() => {

@@ -270,6 +270,36 @@ describe("Ring", () => {
     });
   });
 
+  it("wakes a writer waiting for space on the first read that makes room", async () => {
+    const writer = Ring.create(64);
+    const reader = new Ring(writer.buffer);
+    writer.write([filled(28, 1)]);
+    writer.write([filled(28, 2)]);
+    let fits: boolean | undefined;
+    const waiting = writer.whenFits(28).then((ok) => (fits = ok));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(fits).toBeUndefined();
+    reader.read();
+    await waiting;
+    expect(fits).toBe(true);
+    expect(writer.write([filled(28, 3)])).toBe(true);
+  });
+
+  it("tells a writer waiting for space that it never will get it once revoked or stopped", async () => {
+    const ring = Ring.create(64);
+    ring.write([filled(28, 1)]);
+    ring.write([filled(28, 2)]);
+    expect(await ring.whenFits(29)).toBe(false);
+    let stop = false;
+    const stopped = ring.whenFits(28, () => stop);
+    stop = true;
+    ring.wakeWriter();
+    expect(await stopped).toBe(false);
+    const revoked = ring.whenFits(28);
+    new Ring(ring.buffer).revoke();
+    expect(await revoked).toBe(false);
+  });
+
   it("drops unread data and refuses writes once revoked", () => {
     const ring = Ring.create(64);
     ring.write([bytes(1)]);

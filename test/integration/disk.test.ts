@@ -1,0 +1,103 @@
+// The disk path end to end: the app VM's /dev/vda, served by the disk VM's
+// stock ata_piix driver, onto a raw image file on the host.
+import { createHash } from "node:crypto";
+import { openSync, readSync, closeSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Hypervisor } from "../../dist/hypervisor/hypervisor.js";
+import { eventually, tempDir } from "./helpers.js";
+
+const runDir = tempDir("disk");
+const image = join(runDir, "disk.img");
+let hv: Hypervisor;
+
+async function up(): Promise<Hypervisor> {
+  const h = new Hypervisor({ runDir, diskImage: image, diskSizeBytes: 128 * 2 ** 20 });
+  await h.up();
+  return h;
+}
+beforeAll(async () => {
+  hv = await up();
+});
+afterAll(async () => {
+  await hv?.down();
+});
+
+async function sh(role: string, cmd: string, timeoutMs = 120_000): Promise<string> {
+  const r = await hv.vm(role).exec(cmd, timeoutMs);
+  if (r.status !== 0) throw new Error(`${role}: \`${cmd}\` exited ${r.status}: ${r.output.toString()}`);
+  return r.output.toString();
+}
+
+function hostSha256(path: string, bytes: number, offset = 0): string {
+  const fd = openSync(path, "r");
+  const buf = Buffer.alloc(bytes);
+  readSync(fd, buf, 0, bytes, offset);
+  closeSync(fd);
+  return createHash("sha256").update(buf).digest("hex");
+}
+
+describe("the disk path", () => {
+  it("gives the app VM /dev/vda of the image's size, and no /dev/sda or ATA driver", async () => {
+    expect(await sh("app", "cat /sys/block/vda/size")).toBe(`${(128 * 2 ** 20) / 512}\n`);
+    expect(await sh("app", "ls /dev/sda 2>&1 || true")).toMatch(/No such file or directory/);
+    expect(await sh("app", "ls /sys/bus/pci/drivers")).not.toMatch(/ata_piix/);
+  });
+
+  it("writes 24 MiB of random data through /dev/vda, reads it back, and the image file holds exactly it", async () => {
+    const written = (await sh("app", "dd if=/dev/urandom of=/tmp/data bs=1M count=24 2>/dev/null && sha256sum < /tmp/data")).split(" ")[0];
+    await sh("app", "dd if=/tmp/data of=/dev/vda bs=64k seek=16 oflag=direct 2>/dev/null && rm /tmp/data");
+    const read = (await sh("app", "dd if=/dev/vda bs=64k skip=16 count=384 iflag=direct 2>/dev/null | sha256sum")).split(" ")[0];
+    expect(read).toBe(written);
+    // Acknowledged means in the file: no flush needed to see it from the host.
+    expect(hostSha256(image, 24 * 2 ** 20, 2 ** 20)).toBe(written);
+  });
+
+  it("round-trips an ext2 file system with many files", async () => {
+    await sh("app", "mkfs.ext2 -q /dev/vda >/dev/null 2>&1 || mkfs.ext2 /dev/vda >/dev/null && mount /dev/vda /mnt");
+    await sh("app", "mkdir -p /mnt/d && for i in $(seq 1 150); do head -c $((i * 97)) /dev/urandom > /mnt/d/f$i; done && cd /mnt && sha256sum d/* > /tmp/sums && sync");
+    await sh("app", "umount /mnt && echo 3 > /proc/sys/vm/drop_caches && mount /dev/vda /mnt");
+    expect(await sh("app", "cd /mnt && sha256sum -c /tmp/sums | grep -c ': OK$'")).toBe("150\n");
+    await sh("app", "echo persistent > /mnt/marker && umount /mnt");
+  });
+
+  it("keeps the files across down and up, and the image file has them after down", async () => {
+    await hv.down();
+    hv = await up();
+    expect(await sh("app", "mount /dev/vda /mnt && cat /mnt/marker && ls /mnt/d | wc -l && umount /mnt")).toBe("persistent\n150\n");
+  });
+
+  it("serves several readers and writers at once", async () => {
+    const script = [
+      "for i in 1 2 3 4; do (dd if=/dev/urandom of=/tmp/w$i bs=64k count=32 2>/dev/null); done",
+      "for i in 1 2 3 4; do (dd if=/tmp/w$i of=/dev/vda bs=64k seek=$((i * 64)) oflag=direct 2>/dev/null &) ; done",
+      "for i in 1 2 3 4; do (dd if=/dev/vda of=/dev/null bs=4k count=512 skip=$((i * 1000)) iflag=direct 2>/dev/null &) ; done",
+      "wait; sleep 1",
+      "for i in 1 2 3 4; do a=$(sha256sum < /tmp/w$i); b=$(dd if=/dev/vda bs=64k skip=$((i * 64)) count=32 iflag=direct 2>/dev/null | sha256sum); [ \"$a\" = \"$b\" ] && echo same; done",
+    ].join("; ");
+    expect(await sh("app", script)).toBe("same\nsame\nsame\nsame\n");
+    const disk = (await hv.status()).disk!;
+    expect(disk.frontEnd!.inFlight).toBe(0);
+    expect(disk.frontEnd!.requests.write).toBeGreaterThan(0);
+    expect((disk.backEnd as { served: { write: number } }).served.write).toBeGreaterThan(0);
+  });
+
+  it("refuses a window outside the disk VM's RAM, counts the violation, and keeps serving", async () => {
+    const before = hv.events.list().length;
+    const violations: string[] = [];
+    hv.vm("disk").on("violation", (d: string) => violations.push(d));
+    await sh("disk", "printf 'BH1 window-pfns 0 fffff+513\\nBH1 window-end 513 0\\n' > /dev/ttyS1");
+    expect(await eventually(() => violations.length > 0, 5000)).toBe(true);
+    expect(violations[0]).toMatch(/^blkback window: frame 0x(fffff|100000|[0-9a-f]+) is outside the VM's \d+ pages$/);
+    expect(hv.events.list().slice(before).some((e) => e.kind === "fault")).toBe(false);
+    expect(await sh("app", "dd if=/dev/vda bs=4k count=16 iflag=direct 2>/dev/null | wc -c")).toBe("65536\n");
+  });
+
+  it("survives garbage and a flood on the disk VM's control line", async () => {
+    // Random bytes (with stray doorbells) and a burst of fake replies.
+    await sh("disk", "head -c 20000 /dev/urandom > /dev/ttyS1; for i in $(seq 1 300); do echo 'BH1 pong 99999'; done > /dev/ttyS1");
+    expect(hv.vm("disk").state).toBe("ready");
+    expect(await sh("app", "dd if=/dev/vda bs=64k count=64 iflag=direct 2>/dev/null | wc -c")).toBe("4194304\n");
+    expect(await hv.vm("disk").ping()).toBeGreaterThan(0);
+  });
+});
