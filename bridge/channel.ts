@@ -207,7 +207,7 @@ export class ChannelEndpoint {
       await null;
       for (;;) {
         if (this.closed) break;
-        if (this.rx.revoked) {
+        if (this.revoked) {
           reason = "revoked";
           break;
         }
