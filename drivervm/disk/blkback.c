@@ -150,20 +150,26 @@ static void serve(const struct ring_req *r, struct ring_resp *out)
 	}
 }
 
-/* Serves everything queued, in ring order; rings the host once at the end. */
+/*
+ * Serves everything queued, in ring order. Each reply rings the host at
+ * once, so it can pass it on (and queue more) while the next request is
+ * served; req_prod is read again after each request, so work queued
+ * meanwhile is picked up without waiting for another doorbell.
+ */
 static void process_ring(void)
 {
-	uint32_t prod = __atomic_load_n(ring_u32(OFF_REQ_PROD), __ATOMIC_ACQUIRE);
-	uint32_t pending = prod - req_cons;
-	uint32_t done = 0;
-
-	/* An honest host never has more than a ring's worth queued; a lying one
-	 * gets a ring's worth per kick rather than a four-billion-request loop. */
-	if (pending > RING_SLOTS) {
-		ch_send("error ring-overrun %u", pending);
-		pending = RING_SLOTS;
-	}
-	for (; done < pending; done++) {
+	for (;;) {
+		uint32_t prod = __atomic_load_n(ring_u32(OFF_REQ_PROD), __ATOMIC_ACQUIRE);
+		uint32_t pending = prod - req_cons;
+		if (pending == 0)
+			return;
+		/* An honest host never has more than a ring's worth queued; a lying
+		 * one is reported and its ring is taken as empty. */
+		if (pending > RING_SLOTS) {
+			ch_send("error ring-overrun %u", pending);
+			req_cons = prod;
+			return;
+		}
 		struct ring_req req;
 		struct ring_resp resp;
 		/* One copy, then only the copy: the host can rewrite the slot at any
@@ -176,9 +182,8 @@ static void process_ring(void)
 		__atomic_store_n(ring_u32(OFF_RESP_PROD), resp_prod, __ATOMIC_RELEASE);
 		req_cons++;
 		__atomic_store_n(ring_u32(OFF_REQ_CONS), req_cons, __ATOMIC_RELEASE);
-	}
-	if (done)
 		ch_kick();
+	}
 }
 
 /*
