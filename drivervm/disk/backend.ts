@@ -75,7 +75,12 @@ export class BlockBackEnd {
     const w = this.window;
     if (!w) return;
     let kick = false;
+    // blkback reads req_prod again after every request, so it needs a
+    // doorbell only if it had caught up (and may be asleep): an interrupt
+    // and a wake-up in the guest saved per request while it is busy.
+    const caughtUp = () => w.readU32(this.machine, RING.OFF_REQ_CONS) === this.reqProd;
     while (this.pending.length > 0 && this.ring.length < RING.SLOTS) {
+      if (!kick && caughtUp()) kick = true;
       const req = this.pending[0];
       const needsData = req.op !== "flush";
       if (needsData && this.freeSlots.length === 0) break;
@@ -92,7 +97,6 @@ export class BlockBackEnd {
       this.reqProd = (this.reqProd + 1) >>> 0;
       w.writeU32(this.machine, RING.OFF_REQ_PROD, this.reqProd);
       this.ring.push({ req, dataSlot: needsData ? dataSlot : -1, at: performance.now() });
-      kick = true;
     }
     this.metrics.queued = this.pending.length;
     this.metrics.inRing = this.ring.length;

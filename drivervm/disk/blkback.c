@@ -18,6 +18,7 @@
 #define _FILE_OFFSET_BITS 64
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/io.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <linux/fs.h>
@@ -38,6 +39,7 @@
 #define REQ_BASE 64
 #define RESP_BASE 576
 #define RING_SLOTS 16u
+#define DOORBELL_PORT 0x6f0 /* guest-ring.ts: DOORBELL_PORT */
 
 enum { OP_READ, OP_WRITE, OP_FLUSH, OP_DISCARD };
 enum { ST_OK, ST_IO_ERROR, ST_UNSUPPORTED, ST_INVALID };
@@ -150,6 +152,18 @@ static void serve(const struct ring_req *r, struct ring_resp *out)
 	}
 }
 
+/* The host's doorbell: one `outb` to a port the host claims (see
+ * guest-ring.ts), or, without ioperm, a 0x07 byte on the control line. */
+static int port_doorbell;
+
+static void ring_host(void)
+{
+	if (port_doorbell)
+		outb(0, DOORBELL_PORT);
+	else
+		ch_kick();
+}
+
 /*
  * Serves everything queued, in ring order. Each reply rings the host at
  * once, so it can pass it on (and queue more) while the next request is
@@ -182,7 +196,7 @@ static void process_ring(void)
 		__atomic_store_n(ring_u32(OFF_RESP_PROD), resp_prod, __ATOMIC_RELEASE);
 		req_cons++;
 		__atomic_store_n(ring_u32(OFF_REQ_CONS), req_cons, __ATOMIC_RELEASE);
-		ch_kick();
+		ring_host();
 	}
 }
 
@@ -286,6 +300,9 @@ int main(int argc, char **argv)
 	if (ioctl(disk_fd, BLKGETSIZE64, &disk_bytes) != 0)
 		fail("blkgetsize64", errno);
 	map_window();
+	port_doorbell = ioperm(DOORBELL_PORT, 1, 1) == 0;
+	if (!port_doorbell)
+		ch_send("error ioperm %d", errno);
 
 	/* Zero first, magic last: the host checks the magic when it attaches. */
 	memset(window, 0, PAGE);

@@ -2,6 +2,13 @@
 // helper's pinned window. The layout is mirrored in drivervm/disk/blkback.c.
 // Indices are free-running u32; a slot is index % RING_SLOTS.
 
+/**
+ * blkback rings the host with `outb` to this port (it gets access with
+ * ioperm); 0x6f0 is used by neither v86 nor our kernel.
+ * The host rings blkback with a 0x07 byte on its control line.
+ */
+export const DOORBELL_PORT = 0x6f0;
+
 export const RING = {
   MAGIC: 0x31524b42, // "BKR1"
   OFF_MAGIC: 0,

@@ -6,6 +6,7 @@ import { decodeBlockRequest, encodeBlockResponse } from "../../bridge/block-link
 import type { BackendResponse } from "../../bridge/virtio-blk/device.js";
 import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
 import { BlockBackEnd } from "./backend.js";
+import { DOORBELL_PORT } from "./guest-ring.js";
 import type { ImageFile } from "./image-file.js";
 import { WindowRegistration } from "./window.js";
 
@@ -30,6 +31,7 @@ export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDev
     },
     (detail) => ctx.violation(`blkback: ${detail}`),
   );
+  ctx.machine.claimDoorbellPort(DOORBELL_PORT, () => backEnd.onKick());
   const fail = (detail: string) => {
     registration = undefined;
     ctx.violation(`blkback window: ${detail}`);

@@ -29,7 +29,11 @@ interface CpuDevices {
   pci: PciBus;
   [name: string]: unknown;
 }
+interface IoPorts {
+  register_write(port: number, device: object, w8?: (value: number) => void, w16?: (value: number) => void, w32?: (value: number) => void): void;
+}
 interface Cpu {
+  io: IoPorts;
   devices: CpuDevices;
   // A Proxy over the wasm memory that builds a fresh view on every access:
   // read its offset and length once, then make our own view.
@@ -60,6 +64,7 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
   ["emulator.v86.cpu.wasm_memory", (c) => c.cpu?.wasm_memory instanceof WebAssembly.Memory],
   ["emulator.v86.cpu.reboot_internal (function)", (c) => typeof c.cpu?.reboot_internal === "function"],
   ["emulator.v86.cpu.write_blob (function)", (c) => typeof c.cpu?.write_blob === "function"],
+  ["emulator.v86.cpu.io.register_write (function)", (c) => typeof c.cpu?.io?.register_write === "function"],
 ];
 
 function core(emulator: V86): V86Core {
@@ -202,6 +207,11 @@ export interface Machine {
   resetCpu(): void;
   /** Lets a sleeping emulator handle an interrupt a host device just raised. */
   wake(): void;
+  /**
+   * Claims an I/O port as a doorbell: a guest `outb` to it calls `onWrite`
+   * at once, inside the instruction (cheaper than any guest syscall).
+   */
+  claimDoorbellPort(port: number, onWrite: (value: number) => void): void;
   /** Copies bytes into guest physical memory (and drops JIT code compiled from them). */
   writePhysical(address: number, data: Uint8Array): void;
   /** The guest's physical memory (a fresh view: do not keep it across a memory growth). */
@@ -314,6 +324,10 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
       wake(core(emulator));
     },
     wake: () => wake(core(emulator)),
+    claimDoorbellPort(port, onWrite) {
+      const doorbell = {};
+      core(emulator).cpu.io.register_write(port, doorbell, (v) => onWrite(v & 0xff));
+    },
     saveState: () => emulator.save_state(),
     async restoreState(state) {
       await emulator.restore_state(state);
