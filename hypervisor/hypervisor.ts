@@ -1,6 +1,7 @@
 // The hypervisor: the microkernel's objects (tasks, capabilities), the
 // device manager and the monitor, and the four VMs of a Bulkhead setup.
 import { EventEmitter } from "node:events";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildImages, type ImageSet } from "../images/build.js";
 import { cacheDir, runDir } from "../images/paths.js";
@@ -93,6 +94,7 @@ export class Hypervisor extends EventEmitter {
   private readonly startedAt = Date.now();
   private cpu = new Map<string, number>();
   private sampler: NodeJS.Timeout | undefined;
+  private lockPath: string | undefined;
 
   constructor(private readonly opts: HypervisorOptions = {}) {
     super();
@@ -112,9 +114,34 @@ export class Hypervisor extends EventEmitter {
     return this.opts.roles ?? ROLES;
   }
 
+  /**
+   * One setup per run folder: two would drive the same disk image from two
+   * disk VMs. The lock names its owner's pid; a dead owner's lock is taken over.
+   */
+  private lock(): void {
+    mkdirSync(this.runDir, { recursive: true });
+    const path = join(this.runDir, "setup.lock");
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        writeFileSync(path, `${process.pid}\n`, { flag: "wx" });
+        this.lockPath = path;
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        const owner = Number(readFileSync(path, "utf8").trim());
+        if (Number.isInteger(owner) && owner > 0 && processAlive(owner)) {
+          throw new Error(`another Bulkhead setup (pid ${owner}) is running in ${this.runDir}; stop it with \`bulkhead down\` or use another BULKHEAD_RUN_DIR`);
+        }
+        rmSync(path, { force: true });
+      }
+    }
+    throw new Error(`cannot take ${path}`);
+  }
+
   /** Builds images if needed, then starts every VM; resolves when all are ready. */
   async up(): Promise<void> {
     const t0 = performance.now();
+    this.lock();
     this.images = await buildImages((message) => this.emit("progress", { kind: "images", message } satisfies ProgressEvent));
     const snapshots = this.opts.snapshots === false ? undefined : new SnapshotStore(join(cacheDir(), "snapshots"));
     if (this.roles.includes("disk")) {
@@ -297,6 +324,17 @@ export class Hypervisor extends EventEmitter {
     this.monitor.stop();
     if (this.sampler) clearInterval(this.sampler);
     await Promise.all(this.tasks.all().map((t) => t.vm?.shutdown()));
+    if (this.lockPath) rmSync(this.lockPath, { force: true });
+    this.lockPath = undefined;
     this.emit("down");
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }

@@ -96,6 +96,12 @@ describe("the four-VM setup", () => {
     expect(await run("net", "echo back")).toBe("back\n");
   });
 
+  it("refuses a second setup in the same run folder (it would share the disk image)", async () => {
+    await expect(new Hypervisor({ runDir: hv.runDir }).up()).rejects.toThrow(
+      `another Bulkhead setup (pid ${process.pid}) is running in ${hv.runDir}`,
+    );
+  });
+
   it("serves status and commands to another process over the control API", async () => {
     let stopped = false;
     const server = new ControlServer(hv, () => (stopped = true));
