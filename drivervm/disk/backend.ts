@@ -34,7 +34,7 @@ interface Active {
 export class BlockBackEnd {
   private window: GuestWindow | undefined;
   private readonly pending: BackendRequest[] = [];
-  /** Requests in the ring, in ring order (blkback serves them in order). */
+  /** Requests in the ring, oldest first (blkback may answer them in any order). */
   private readonly ring: Active[] = [];
   private readonly freeSlots: number[] = [...Array(WINDOW.DATA_SLOTS).keys()];
   private reqProd = 0;
@@ -113,13 +113,16 @@ export class BlockBackEnd {
       return this.violation(`helper claims ${ready} replies with ${this.ring.length} requests in the ring`);
     }
     for (let i = 0; i < ready; i++) {
-      const active = this.ring[0];
       const slot = this.respCons % RING.SLOTS;
       const resp = decodeRingResponse(w.copyOut(this.machine, RING.RESP_BASE + slot * RING.RESP_SIZE, RING.RESP_SIZE));
-      if (resp.id !== active.req.id || resp.op !== RING_OP[active.req.op]) {
-        return this.violation(`reply for request ${resp.id} (op ${resp.op}) where request ${active.req.id} (${active.req.op}) was next`);
+      // blkback serves several requests at once: replies come in completion order.
+      const at = this.ring.findIndex((a) => a.req.id === resp.id);
+      if (at < 0) return this.violation(`reply for request ${resp.id}, which is not in the ring`);
+      const active = this.ring[at];
+      if (resp.op !== RING_OP[active.req.op]) {
+        return this.violation(`reply for ${active.req.op} request ${resp.id} says op ${resp.op}`);
       }
-      this.ring.shift();
+      this.ring.splice(at, 1);
       this.respCons = (this.respCons + 1) >>> 0;
       w.writeU32(this.machine, RING.OFF_RESP_CONS, this.respCons);
       this.complete(active, resp.status, resp.length);

@@ -18,6 +18,7 @@
 #define _FILE_OFFSET_BITS 64
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/io.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -40,6 +41,7 @@
 #define RESP_BASE 576
 #define RING_SLOTS 16u
 #define DOORBELL_PORT 0x6f0 /* guest-ring.ts: DOORBELL_PORT */
+#define SERVERS 4 /* requests served at once */
 
 enum { OP_READ, OP_WRITE, OP_FLUSH, OP_DISCARD };
 enum { ST_OK, ST_IO_ERROR, ST_UNSUPPORTED, ST_INVALID };
@@ -155,6 +157,8 @@ static void serve(const struct ring_req *r, struct ring_resp *out)
 /* The host's doorbell: one `outb` to a port the host claims (see
  * guest-ring.ts), or, without ioperm, a 0x07 byte on the control line. */
 static int port_doorbell;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work = PTHREAD_COND_INITIALIZER;
 
 static void ring_host(void)
 {
@@ -165,39 +169,65 @@ static void ring_host(void)
 }
 
 /*
- * Serves everything queued, in ring order. Each reply rings the host at
- * once, so it can pass it on (and queue more) while the next request is
- * served; req_prod is read again after each request, so work queued
- * meanwhile is picked up without waiting for another doorbell.
+ * Takes the next request, in ring order, waiting for one if the ring is
+ * empty. The caller holds `lock`.
  */
-static void process_ring(void)
+static void take_request(struct ring_req *req)
 {
 	for (;;) {
 		uint32_t prod = __atomic_load_n(ring_u32(OFF_REQ_PROD), __ATOMIC_ACQUIRE);
 		uint32_t pending = prod - req_cons;
-		if (pending == 0)
-			return;
-		/* An honest host never has more than a ring's worth queued; a lying
-		 * one is reported and its ring is taken as empty. */
+		/* An honest host never has more than a ring's worth queued; a
+		 * lying one is reported and its ring is taken as empty. */
 		if (pending > RING_SLOTS) {
 			ch_send("error ring-overrun %u", pending);
 			req_cons = prod;
-			return;
+			pending = 0;
 		}
+		if (pending > 0)
+			break;
+		pthread_cond_wait(&work, &lock);
+	}
+	/* One copy, then only the copy: the host can rewrite the slot at any
+	 * time. The fence keeps the compiler from re-reading the slot later. */
+	memcpy(req, window + REQ_BASE + (req_cons % RING_SLOTS) * sizeof *req, sizeof *req);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	req_cons++;
+	__atomic_store_n(ring_u32(OFF_REQ_CONS), req_cons, __ATOMIC_RELEASE);
+}
+
+/*
+ * A server thread. Several of them keep several requests in the block
+ * layer at once, as several processes would on a local disk, so the IDE
+ * model starts the next command from the last one's interrupt. Replies go
+ * into the reply ring in completion order; the host matches them by id.
+ */
+static void *server(void *unused)
+{
+	(void)unused;
+	for (;;) {
 		struct ring_req req;
 		struct ring_resp resp;
-		/* One copy, then only the copy: the host can rewrite the slot at any
-		 * time. The fence keeps the compiler from re-reading the slot later. */
-		memcpy(&req, window + REQ_BASE + (req_cons % RING_SLOTS) * sizeof req, sizeof req);
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		pthread_mutex_lock(&lock);
+		take_request(&req);
+		pthread_mutex_unlock(&lock);
 		serve(&req, &resp);
+		pthread_mutex_lock(&lock);
 		memcpy(window + RESP_BASE + (resp_prod % RING_SLOTS) * sizeof resp, &resp, sizeof resp);
 		resp_prod++;
 		__atomic_store_n(ring_u32(OFF_RESP_PROD), resp_prod, __ATOMIC_RELEASE);
-		req_cons++;
-		__atomic_store_n(ring_u32(OFF_REQ_CONS), req_cons, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&lock);
 		ring_host();
 	}
+	return NULL;
+}
+
+/* The host rang: wake the servers. */
+static void on_kick(void)
+{
+	pthread_mutex_lock(&lock);
+	pthread_cond_broadcast(&work);
+	pthread_mutex_unlock(&lock);
 }
 
 /*
@@ -310,8 +340,14 @@ int main(int argc, char **argv)
 	report_window();
 
 	ch_send("hello disk");
-	ch_on_kick = process_ring;
-	process_ring(); /* requests queued before we listened get no second kick */
+	/* ioperm is per thread: the servers inherit it from here. */
+	for (int i = 0; i < SERVERS; i++) {
+		pthread_t t;
+		int err = pthread_create(&t, NULL, server, NULL);
+		if (err)
+			fail("pthread_create", err);
+	}
+	ch_on_kick = on_kick;
 	ch_loop(handle);
 	return 0;
 }

@@ -80,7 +80,41 @@ describe("BlockBackEnd (disk VM side)", () => {
     answer(0, undefined, 77);
     be.onKick();
     expect(replies).toEqual([]);
-    expect(violations).toEqual(["reply for request 77 (op 0) where request 1 (read) was next"]);
+    expect(violations).toEqual(["reply for request 77, which is not in the ring"]);
+  });
+
+  it("accepts replies in completion order, matched by id", () => {
+    const { machine, w, be, replies } = setup();
+    be.submit({ id: 1, op: "read", sector: 0, length: 512 });
+    be.submit({ id: 2, op: "write", sector: 8, length: 512, data: new Uint8Array(512) });
+    // blkback finished the write first: reply slot 0 carries request 2.
+    const resp = new Uint8Array(RING.RESP_SIZE);
+    const r = new DataView(resp.buffer);
+    r.setUint32(0, 2, true);
+    r.setUint8(5, 1);
+    r.setUint32(8, 512, true);
+    w.copyIn(machine, RING.RESP_BASE, resp);
+    r.setUint32(0, 1, true);
+    r.setUint8(5, 0);
+    w.copyIn(machine, RING.RESP_BASE + RING.RESP_SIZE, resp);
+    w.writeU32(machine, RING.OFF_RESP_PROD, 2);
+    be.onKick();
+    expect(replies.map((x) => [x.id, x.op, x.ok])).toEqual([
+      [2, "write", true],
+      [1, "read", true],
+    ]);
+  });
+
+  it("treats a second reply to the same request as a violation", () => {
+    const { be, replies, violations, answer } = setup();
+    be.submit({ id: 1, op: "read", sector: 0, length: 512 });
+    answer(0);
+    be.onKick();
+    be.submit({ id: 2, op: "read", sector: 0, length: 512 });
+    answer(0, undefined, 1);
+    be.onKick();
+    expect(replies.map((x) => x.id)).toEqual([1]);
+    expect(violations).toEqual(["reply for request 1, which is not in the ring"]);
   });
 
   it("treats more replies than requests as a violation", () => {
