@@ -23,7 +23,11 @@ export interface BackendMetrics {
   /** Time from a request entering the ring to blkback's reply (guest + IDE), summed. */
   serviceMs: number;
   serviceCount: number;
+  /** Doorbells rung again because a request sat unanswered for REKICK_MS. */
+  rekicks: number;
 }
+
+const REKICK_MS = 20;
 
 interface Active {
   req: BackendRequest;
@@ -38,8 +42,11 @@ export class BlockBackEnd {
   private readonly ring: Active[] = [];
   private readonly freeSlots: number[] = [...Array(WINDOW.DATA_SLOTS).keys()];
   private reqProd = 0;
+  /** Rings again when requests sit unanswered: a doorbell can fall between two waits. */
+  private watchdog: NodeJS.Timeout | undefined;
+  private lastProgress = -1;
   private respCons = 0;
-  readonly metrics: BackendMetrics = { served: { read: 0, write: 0, flush: 0 }, bytesRead: 0, bytesWritten: 0, ioErrors: 0, violations: 0, queued: 0, inRing: 0, fsyncs: 0, serviceMs: 0, serviceCount: 0 };
+  readonly metrics: BackendMetrics = { served: { read: 0, write: 0, flush: 0 }, bytesRead: 0, bytesWritten: 0, ioErrors: 0, violations: 0, queued: 0, inRing: 0, fsyncs: 0, serviceMs: 0, serviceCount: 0, rekicks: 0 };
 
   constructor(
     private readonly machine: Machine,
@@ -101,6 +108,25 @@ export class BlockBackEnd {
     this.metrics.queued = this.pending.length;
     this.metrics.inRing = this.ring.length;
     if (kick) this.kickGuest();
+    this.armWatchdog();
+  }
+
+  private armWatchdog(): void {
+    if (this.ring.length === 0) {
+      if (this.watchdog) clearInterval(this.watchdog);
+      this.watchdog = undefined;
+      return;
+    }
+    if (this.watchdog) return;
+    this.lastProgress = this.respCons;
+    this.watchdog = setInterval(() => {
+      if (this.ring.length > 0 && this.respCons === this.lastProgress) {
+        this.metrics.rekicks++;
+        this.kickGuest();
+      }
+      this.lastProgress = this.respCons;
+    }, REKICK_MS);
+    this.watchdog.unref?.();
   }
 
   /** The helper rang: collect its replies. */

@@ -207,6 +207,8 @@ export interface Machine {
   resetCpu(): void;
   /** Lets a sleeping emulator handle an interrupt a host device just raised. */
   wake(): void;
+  /** Flips a serial port's ring-indicator line (a modem-status interrupt in the guest). */
+  flipRingIndicator(port: SerialPort): void;
   /**
    * Claims an I/O port as a doorbell: a guest `outb` to it calls `onWrite`
    * at once, inside the instruction (cheaper than any guest syscall).
@@ -314,6 +316,7 @@ function wake(c: V86Core): void {
 }
 
 function wrap(emulator: V86, removeSlots: number[]): Machine {
+  const ring = [false, false];
   return {
     emulator,
     onSerialByte(port, listener) {
@@ -324,6 +327,11 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
       wake(core(emulator));
     },
     wake: () => wake(core(emulator)),
+    flipRingIndicator(port) {
+      ring[port] = !ring[port];
+      emulator.serial_set_ring_indicator(port, ring[port]);
+      wake(core(emulator));
+    },
     claimDoorbellPort(port, onWrite) {
       const doorbell = {};
       core(emulator).cpu.io.register_write(port, doorbell, (v) => onWrite(v & 0xff));

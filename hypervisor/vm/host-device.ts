@@ -8,7 +8,7 @@ export interface DeviceContext {
   machine: Machine;
   /** Sends a control line to the guest's helper ("BH1 ..."). */
   sendControl(line: string): void;
-  /** Rings the guest helper's doorbell (one byte on the control line). */
+  /** Rings the guest helper's doorbell (the control line's ring-indicator). */
   kick(): void;
   /** Tells the main thread about a protocol violation by the guest or a peer. */
   violation(detail: string): void;

@@ -9,7 +9,6 @@ import type { HostDevice } from "./host-device.js";
 import { buildDevices } from "./devices.js";
 import { ImageFile } from "../../drivervm/disk/image-file.js";
 
-const KICK_BYTE = Uint8Array.of(0x07);
 
 const port = parentPort;
 if (!port) throw new Error("hypervisor/vm/worker.js must run in a worker thread");
@@ -128,7 +127,8 @@ async function start(): Promise<Machine> {
     devices = buildDevices(spec.devices, {
       machine,
       sendControl: (line) => machine.sendSerial(1, Buffer.from(line + "\n", "latin1")),
-      kick: () => machine.sendSerial(1, KICK_BYTE),
+      // The ring-indicator line wakes a helper in TIOCMIWAIT from the interrupt handler.
+      kick: () => machine.flipRingIndicator(1),
       violation: (detail) => post({ type: "violation", detail }),
       ready: () => post({ type: "device-ready" }),
     }, diskImage);
