@@ -42,7 +42,11 @@ export interface HypervisorOptions {
   diskImage?: string;
   /** Size of a disk image created on first use (default 256 MiB). */
   diskSizeBytes?: number;
+  /** Heartbeat period of the driver VMs' helpers in ms; two missed periods mean dead (0: off). */
+  heartbeatMs?: number;
 }
+
+export const DEFAULT_HEARTBEAT_MS = 1000;
 
 export const DEFAULT_DISK_BYTES = 256 * 2 ** 20;
 
@@ -170,7 +174,7 @@ export class Hypervisor extends EventEmitter {
         // reads /dev/vda's partition table): connect as soon as both run.
         if (state === "ready" || state === "booting" || state === "restoring") this.connectServicesOf(role, false);
       });
-      this.monitor.watch(vm);
+      this.monitor.watch(vm, role === "app" ? 0 : (this.opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS));
     }
     // The first VM that fails to start fails the setup: the others stop too.
     const starts = this.tasks.all().map((t) => t.vm!.start());

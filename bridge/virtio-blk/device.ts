@@ -42,6 +42,8 @@ interface InFlight {
   vreq: VirtioRequest;
   req: BackendRequest;
   sent: boolean;
+  /** Sent to a back end that then went away: the next send is a replay. */
+  orphaned: boolean;
   at: number;
 }
 
@@ -96,15 +98,19 @@ export class VirtioBlkFrontEnd {
     this.link = link;
     const pending = [...this.inFlight.entries()].sort(([a], [b]) => a - b);
     for (const [, f] of pending) {
-      if (f.sent) this.metrics.replayed++;
+      if (f.sent || f.orphaned) this.metrics.replayed++;
       f.sent = link.send(f.req);
+      f.orphaned = false;
     }
   }
 
   /** The back end went away: keep every request, send none until attach(). */
   detach(): void {
     this.link = undefined;
-    for (const f of this.inFlight.values()) f.sent = false;
+    for (const f of this.inFlight.values()) {
+      f.orphaned ||= f.sent;
+      f.sent = false;
+    }
   }
 
   get inFlightCount(): number {
@@ -143,7 +149,7 @@ export class VirtioBlkFrontEnd {
     const req: BackendRequest = { id: this.nextId++, op: parsed.op as BackendRequest["op"], sector: parsed.sector, length: parsed.length, data: parsed.data };
     if (this.nextId > 0xffffffff) this.nextId = 1;
     const sent = this.link ? this.link.send(req) : false;
-    this.inFlight.set(req.id, { vreq, req, sent, at: performance.now() });
+    this.inFlight.set(req.id, { vreq, req, sent, orphaned: false, at: performance.now() });
   }
 
   /** A reply from the back end: checked against the request it claims to answer. */

@@ -15,7 +15,7 @@ import type { MachineConfig } from "./spec.js";
 
 export type VmState = "stopped" | "booting" | "restoring" | "snapshotting" | "ready" | "halted" | "failed";
 
-export type VmFaultKind = "worker-error" | "worker-exit" | "panic" | "protocol";
+export type VmFaultKind = "worker-error" | "worker-exit" | "panic" | "protocol" | "hang";
 export interface VmFault {
   kind: VmFaultKind;
   detail: string;
@@ -334,6 +334,19 @@ export class VirtualMachine extends EventEmitter {
     this.spare = undefined;
   }
 
+  /**
+   * A detector outside the VM (the monitor's heartbeat) declares it dead:
+   * its worker is stopped at once, as for any other fault.
+   */
+  declareDead(kind: "hang", detail: string): void {
+    if (!this.worker) return;
+    const worker = this.worker;
+    this.worker = undefined;
+    this.generation++;
+    void worker.terminate();
+    this.fault({ kind, detail });
+  }
+
   private fault(fault: VmFault): void {
     this.note(`fault: ${fault.kind}: ${fault.detail}`);
     this.failPending(new VmError(this.role, "down", `${this.role} VM is down (${fault.kind})`));
@@ -433,6 +446,18 @@ export class VirtualMachine extends EventEmitter {
     this.send({ type: "channel-send", line });
   }
 
+  /** Sends a request line whose answer `p` awaits; if the VM is down, `p` never dangles. */
+  private ask<T>(p: Promise<T>, line: string, unregister: () => void): Promise<T> {
+    try {
+      this.channelSend(line);
+    } catch (err) {
+      unregister();
+      p.catch(() => {});
+      return Promise.reject(err);
+    }
+    return p;
+  }
+
   private pending<T>(timeoutMs: number, what: string, register: (p: Pending<T>) => void, unregister: () => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -448,24 +473,21 @@ export class VirtualMachine extends EventEmitter {
     const seq = ++this.seq;
     const sent = performance.now();
     const p = this.pending<number>(timeoutMs, "ping", (p) => this.pings.set(seq, { ...p, sent }), () => this.pings.delete(seq));
-    this.channelSend(`BH1 ping ${seq}`);
-    return p;
+    return this.ask(p, `BH1 ping ${seq}`, () => (clearTimeout(this.pings.get(seq)?.timer), this.pings.delete(seq)));
   }
 
   /** Runs `sh -c command` in the guest through its helper. */
   exec(command: string, timeoutMs = 60_000): Promise<ExecResult> {
     const id = ++this.seq;
     const p = this.pending<ExecResult>(timeoutMs, `command ${JSON.stringify(command.slice(0, 60))}`, (p) => this.execs.set(id, { ...p, output: [] }), () => this.execs.delete(id));
-    this.channelSend(`BH1 exec ${id} ${Buffer.from(command).toString("base64")}`);
-    return p;
+    return this.ask(p, `BH1 exec ${id} ${Buffer.from(command).toString("base64")}`, () => (clearTimeout(this.execs.get(id)?.timer), this.execs.delete(id)));
   }
 
   /** The PCI functions the guest's Linux PCI driver enumerated (pciback). */
   pciInventory(timeoutMs = 5000): Promise<PciFunction[]> {
     if (this.inventory) return Promise.reject(new VmError(this.role, "refused", "an inventory request is already running"));
     const p = this.pending<PciFunction[]>(timeoutMs, "inventory", (p) => (this.inventory = { ...p, fns: [] }), () => (this.inventory = undefined));
-    this.channelSend("BH1 inventory");
-    return p;
+    return this.ask(p, "BH1 inventory", () => (clearTimeout(this.inventory?.timer), (this.inventory = undefined)));
   }
 
   /** After a restore the guest clock is at snapshot time: set it to now. */
@@ -473,8 +495,7 @@ export class VirtualMachine extends EventEmitter {
     const now = Date.now();
     const p = this.pending<void>(timeoutMs, "clock", (p) => (this.clockWaiter = p), () => (this.clockWaiter = undefined));
     // "resume" also drops the guest's block caches, which may predate the disk's contents.
-    this.channelSend(`BH1 resume ${Math.floor(now / 1000)} ${(now % 1000) * 1000}`);
-    return p;
+    return this.ask(p, `BH1 resume ${Math.floor(now / 1000)} ${(now % 1000) * 1000}`, () => (clearTimeout(this.clockWaiter?.timer), (this.clockWaiter = undefined)));
   }
 
   private saveState(path: string): Promise<{ bytes: number; sha256: string; ms: number }> {

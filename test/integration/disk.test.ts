@@ -100,4 +100,19 @@ describe("the disk path", () => {
     expect(await sh("app", "dd if=/dev/vda bs=64k count=64 iflag=direct 2>/dev/null | wc -c")).toBe("4194304\n");
     expect(await hv.vm("disk").ping()).toBeGreaterThan(0);
   });
+
+  it("detects a hung disk VM by its heartbeat, restarts it, and a write in flight completes with the right data", async () => {
+    const before = hv.events.list().length;
+    const sum = (await sh("app", "dd if=/dev/urandom of=/tmp/h bs=64k count=32 2>/dev/null && sha256sum < /tmp/h")).split(" ")[0];
+    // Freeze blkback (the disk VM's helper and heartbeat responder). Its reply never comes.
+    await hv.vm("disk").exec("kill -STOP $(pidof blkback)", 1500).catch(() => {});
+    // This write and read queue up behind the frozen helper, then are replayed to its successor.
+    const out = await sh("app", "dd if=/tmp/h of=/dev/vda bs=64k seek=1800 oflag=direct 2>/dev/null && dd if=/dev/vda bs=64k skip=1800 count=32 iflag=direct 2>/dev/null | sha256sum", 60_000);
+    expect(out.split(" ")[0]).toBe(sum);
+    const events = hv.events.list().slice(before).filter((e) => e.vm === "disk");
+    expect(events.find((e) => e.kind === "fault")?.detail).toMatch(/^hang: no heartbeat for \d+ ms \(two periods of 1000 ms\)$/);
+    expect(events.some((e) => e.kind === "restarted")).toBe(true);
+    expect((await hv.status()).disk!.frontEnd!.replayed).toBeGreaterThan(0);
+    expect(hostSha256(image, 2 * 2 ** 20, 1800 * 65536)).toBe(sum);
+  });
 });

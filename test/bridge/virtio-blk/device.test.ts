@@ -72,6 +72,10 @@ describe("VirtioBlkFrontEnd", () => {
     ]);
     // The guest saw no error meanwhile.
     expect(device.completed).toEqual([]);
+    expect(fe.status().replayed).toBe(0); // never sent before: not a replay
+    fe.detach();
+    fe.attach({ send: () => true });
+    expect(fe.status().replayed).toBe(3); // sent to a back end that went away
   });
 
   it("counts a failed reply as an I/O error for the guest", () => {
