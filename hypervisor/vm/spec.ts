@@ -32,8 +32,8 @@ export function blacklist(...initcalls: string[]): string {
 
 /**
  * A role's machine before the device manager plugs in physical devices:
- * those come only from capabilities. `paravirtualNic` is a NIC the role's
- * own device model provides (the application VM's virtio-net).
+ * those come only from capabilities. `nicModel` is a NIC the role's own
+ * device model would provide (the application VM's virtio-net, issue 5).
  */
 export interface RoleConfig {
   role: string;
