@@ -11,6 +11,8 @@ import { attachConsole } from "./terminal/attach.js";
 import { ProgressDisplay } from "./terminal/progress.js";
 import { formatStatus } from "./terminal/status.js";
 import { parseSize } from "../drivervm/disk/image-file.js";
+import { INJECTED_FAULTS } from "./control/protocol.js";
+import type { HvEvent } from "./events.js";
 import { resolve } from "node:path";
 
 function fail(err: unknown, code = 1): never {
@@ -209,6 +211,52 @@ await yargs(hideBin(process.argv))
       withClient(async (c) => {
         const r = await c.request<{ state: string }>("reboot", { vm: argv.vm });
         process.stdout.write(`${argv.vm}: ${r.state}\n`);
+      }),
+  )
+  .command(
+    "crash <vm>",
+    "Inject a real fault into a driver VM of the running setup and show how the monitor detects it and restarts the VM",
+    (y) =>
+      y
+        .positional("vm", { type: "string", choices: ["disk", "net", "pci"], demandOption: true })
+        .option("fault", {
+          type: "string",
+          choices: [...INJECTED_FAULTS],
+          default: "panic",
+          describe: "panic: the guest kernel panics (sysrq); kill: the VM's worker dies; hang: its helper stops answering (SIGSTOP)",
+        })
+        .option("wait", { type: "number", default: 15, describe: "seconds to wait for detection and restart" }),
+    (argv) =>
+      withClient(async (c) => {
+        const before = (await c.request<HvEvent[]>("events")).length;
+        await c.request("crash", { vm: argv.vm, fault: argv.fault });
+        const end = Date.now() + argv.wait * 1000;
+        let shown = before;
+        let injectedAt: number | undefined;
+        while (Date.now() < end) {
+          const events = await c.request<HvEvent[]>("events");
+          for (const e of events.slice(shown).filter((e) => e.vm === argv.vm)) {
+            const t = Date.parse(e.time);
+            injectedAt ??= e.kind === "fault-injected" ? t : undefined;
+            const since = injectedAt !== undefined ? ` +${((t - injectedAt) / 1000).toFixed(2)} s` : "";
+            process.stdout.write(`${e.vm}:${since} ${e.kind}${e.detail ? `: ${e.detail}` : ""}${e.ms !== undefined ? ` (${e.ms} ms)` : ""}\n`);
+            if (["restarted", "given-up", "restart-failed"].includes(e.kind)) return;
+          }
+          shown = events.length;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        fail(`no restart of the ${argv.vm} VM within ${argv.wait} s; see \`bulkhead events\``);
+      }),
+  )
+  .command(
+    "events",
+    "Show the event log of the running setup: boots, faults and how they were detected, restarts and their times (also in events.jsonl in the run folder)",
+    (y) => y.option("json", { type: "boolean", default: false, describe: "print JSON" }),
+    (argv) =>
+      withClient(async (c) => {
+        const events = await c.request<HvEvent[]>("events");
+        if (argv.json) return void process.stdout.write(JSON.stringify(events, null, 2) + "\n");
+        for (const e of events) process.stdout.write(`${e.time}  ${e.vm.padEnd(5)} ${e.kind}${e.detail ? `: ${e.detail}` : ""}${e.ms !== undefined ? ` (${e.ms} ms)` : ""}\n`);
       }),
   )
   .command(

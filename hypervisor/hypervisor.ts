@@ -15,6 +15,7 @@ import { Monitor } from "./monitor/monitor.js";
 import { RestartPolicy, type RestartPolicyOptions, DEFAULT_RESTART_POLICY } from "./monitor/policy.js";
 import { ChannelTable } from "./kernel/channel.js";
 import type { DeviceSpec } from "./vm/messages.js";
+import type { InjectedFault } from "./control/protocol.js";
 import { ensureImage } from "../drivervm/disk/image-file.js";
 import type { BlockMetricsSnapshot } from "../bridge/virtio-blk/metrics.js";
 import { SnapshotStore } from "./vm/snapshot.js";
@@ -234,6 +235,30 @@ export class Hypervisor extends EventEmitter {
       this.channels.revoke(service);
       for (const t of this.tasks.all()) if (t !== task && t.vm?.running) t.vm.detachChannel();
       this.events.add(role, "channel-revoked", service);
+    }
+  }
+
+  /**
+   * Injects a real fault into a driver VM: its kernel panics (sysrq), its
+   * worker dies, or its helper stops answering (SIGSTOP). The monitor is
+   * not told: it has to detect the fault like any other.
+   */
+  async injectFault(role: string, fault: InjectedFault): Promise<void> {
+    if (role === "app") throw new Error("faults are injected into driver VMs (disk, net, pci), not the app VM");
+    const vm = this.vm(role);
+    if (vm.state !== "ready") throw new Error(`the ${role} VM is ${vm.state}, not ready`);
+    this.events.add(role, "fault-injected", fault);
+    switch (fault) {
+      case "kill":
+        vm.killWorker();
+        return;
+      case "panic":
+        // The guest dies before it can answer: no reply is expected.
+        await vm.exec("echo c > /proc/sysrq-trigger", 1000).catch(() => {});
+        return;
+      case "hang":
+        await vm.exec("kill -STOP $(pidof blkback pciback agent)", 1000).catch(() => {});
+        return;
     }
   }
 

@@ -65,9 +65,11 @@ export class ControlServer {
       case "reboot":
         await this.hv.restartVm(req.vm);
         return { state: this.hv.vm(req.vm).state };
-      case "kill":
-        this.hv.vm(req.vm).kill();
-        return { state: this.hv.vm(req.vm).state };
+      case "crash":
+        await this.hv.injectFault(req.vm, req.fault);
+        return { injected: req.fault, vm: req.vm };
+      case "events":
+        return this.hv.events.list();
     }
   }
 

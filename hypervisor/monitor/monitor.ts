@@ -60,7 +60,7 @@ export class Monitor {
     const decision = this.policy.decide(vm.role);
     if (decision.action === "give-up") {
       vm.kill();
-      this.events.add(vm.role, "failed", decision.reason);
+      this.events.add(vm.role, "given-up", decision.reason);
       return;
     }
     this.restarting.add(vm.role);

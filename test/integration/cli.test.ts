@@ -35,6 +35,15 @@ describe("bulkhead CLI", () => {
       expect(report.inventory.functions.length).toBeGreaterThanOrEqual(2);
       expect(bulkhead(dir, "status").stdout).toMatch(/^ne2k \(Realtek RTL-8029 \(NE2000\) Ethernet\)\s+net\s+0000:00:05\.0/m);
       expect(bulkhead(dir, "run", "--", "hostname")).toMatchObject({ stdout: "app\n", status: 0 });
+      const crash = bulkhead(dir, "crash", "disk", "--fault", "panic");
+      expect(crash.status).toBe(0);
+      expect(crash.stdout).toMatch(/^disk: \+0\.00 s fault-injected: panic$/m);
+      expect(crash.stdout).toMatch(/^disk: \+\d+\.\d\d s fault: panic: .*Kernel panic - not syncing/m);
+      expect(crash.stdout).toMatch(/^disk: \+\d+\.\d\d s restarted: restore boot \(\d+(\.\d)? ms\)$/m);
+      expect(bulkhead(dir, "run", "--", "dd if=/dev/vda bs=4k count=4 iflag=direct 2>/dev/null | wc -c")).toMatchObject({ stdout: "16384\n", status: 0 });
+      const events = JSON.parse(bulkhead(dir, "events", "--json").stdout) as Array<{ vm: string; kind: string }>;
+      expect(events.filter((e) => e.vm === "disk").map((e) => e.kind)).toEqual(expect.arrayContaining(["fault-injected", "fault", "restarted"]));
+      expect(bulkhead(dir, "crash", "app").stderr).toMatch(/Invalid values:|Choices/);
       expect(bulkhead(dir, "down")).toMatchObject({ stdout: "setup stopped\n", status: 0 });
       expect(await exited).toBe(0);
       expect(existsSync(join(dir, "control.json"))).toBe(false);
@@ -51,6 +60,6 @@ describe("bulkhead CLI", () => {
 
   it("documents every command in --help", () => {
     const r = bulkhead(tempDir("cli"), "--help");
-    for (const cmd of ["up", "run", "status", "down", "restart", "images"]) expect(r.stdout).toContain(`bulkhead ${cmd}`);
+    for (const cmd of ["up", "run", "status", "down", "restart", "crash", "events", "images"]) expect(r.stdout).toContain(`bulkhead ${cmd}`);
   });
 });

@@ -6,6 +6,8 @@ describe("parseRequest (control API)", () => {
     expect(parseRequest('{"id":1,"op":"status"}')).toEqual({ id: 1, op: "status" });
     expect(parseRequest('{"id":2,"op":"exec","command":"uname -m"}')).toEqual({ id: 2, op: "exec", command: "uname -m", timeoutMs: 60_000 });
     expect(parseRequest('{"id":3,"op":"reboot","vm":"disk"}')).toEqual({ id: 3, op: "reboot", vm: "disk" });
+    expect(parseRequest('{"id":4,"op":"crash","vm":"net","fault":"hang"}')).toEqual({ id: 4, op: "crash", vm: "net", fault: "hang" });
+    expect(parseRequest('{"id":5,"op":"events"}')).toEqual({ id: 5, op: "events" });
   });
 
   it.each([
@@ -14,6 +16,7 @@ describe("parseRequest (control API)", () => {
     ["an unknown op", '{"id":1,"op":"format"}', 'unknown op "format"'],
     ["exec without a command", '{"id":1,"op":"exec"}', "exec needs a command (1-4000 chars)"],
     ["reboot without a vm", '{"id":1,"op":"reboot"}', "reboot needs a vm"],
+    ["crash with an unknown fault", '{"id":1,"op":"crash","vm":"disk","fault":"meteor"}', "crash needs a fault: panic, kill, hang"],
   ])("refuses %s", (_n, text, error) => {
     expect(parseRequest(text)).toMatchObject({ error });
   });
