@@ -112,6 +112,10 @@ export class Hypervisor extends EventEmitter {
         if (vm.role === "pci") void this.refreshInventory();
       },
       (vm) => this.disconnectServicesOf(vm.role),
+      (vm, reason) => {
+        // Past the restart budget: its clients get errors, not a hang, until `bulkhead restart`.
+        for (const t of this.tasks.all()) if (t.role !== vm.role && t.vm?.running) t.vm.failChannel(`${vm.role} VM failed: ${reason}`);
+      },
     );
   }
 

@@ -51,6 +51,8 @@ export class VirtioBlkFrontEnd {
   readonly metrics = new BlockMetrics();
   private readonly inFlight = new Map<number, InFlight>();
   private nextId = 1;
+  /** Why the back end is given up for good (restart budget spent); requests fail until attach(). */
+  private failedReason: string | undefined;
   private link: BlockLink | undefined;
 
   constructor(
@@ -96,6 +98,7 @@ export class VirtioBlkFrontEnd {
   /** Connects (or reconnects) the back end: everything unanswered is sent again, in order. */
   attach(link: BlockLink): void {
     this.link = link;
+    this.failedReason = undefined;
     const pending = [...this.inFlight.entries()].sort(([a], [b]) => a - b);
     for (const [, f] of pending) {
       if (f.sent || f.orphaned) this.metrics.replayed++;
@@ -113,12 +116,27 @@ export class VirtioBlkFrontEnd {
     }
   }
 
+  /**
+   * The back end is not coming back (its restart budget is spent): every
+   * request in flight, and every new one, gets an I/O error instead of
+   * hanging, until a new back end is attached.
+   */
+  failAll(reason: string): void {
+    this.link = undefined;
+    this.failedReason = reason;
+    for (const f of [...this.inFlight.values()]) {
+      this.metrics.ioErrors++;
+      this.finish(f.vreq, VIRTIO_BLK_S.IOERR);
+    }
+    this.inFlight.clear();
+  }
+
   get inFlightCount(): number {
     return this.inFlight.size;
   }
 
   status() {
-    return this.metrics.snapshot(this.inFlight.size, [...this.inFlight.values()].filter((f) => !f.sent).length);
+    return { ...this.metrics.snapshot(this.inFlight.size, [...this.inFlight.values()].filter((f) => !f.sent).length), failed: this.failedReason ?? null };
   }
 
   /** Sends what could not be sent before (the channel was full). */
@@ -142,6 +160,10 @@ export class VirtioBlkFrontEnd {
       return this.finish(vreq, parsed.status);
     }
     this.metrics.requests[parsed.op]++;
+    if (this.failedReason && parsed.op !== "get-id") {
+      this.metrics.ioErrors++;
+      return this.finish(vreq, VIRTIO_BLK_S.IOERR);
+    }
     if (parsed.op === "get-id") {
       vreq.write(Buffer.from("bulkhead-vda".padEnd(parsed.length, "\0")).subarray(0, parsed.length));
       return this.finish(vreq, VIRTIO_BLK_S.OK);

@@ -27,6 +27,11 @@ export function virtioBlkDevice(ctx: DeviceContext, capacitySectors: number): Ho
       endpoint = undefined;
       frontEnd.detach();
     },
+    failPeer(reason) {
+      endpoint?.close();
+      endpoint = undefined;
+      frontEnd.failAll(reason);
+    },
     getState: () => frontEnd.getState(),
     setState: (state) => frontEnd.setState(state),
     status: () => frontEnd.status(),

@@ -41,4 +41,4 @@ export class BlockMetrics {
   }
 }
 
-export type BlockMetricsSnapshot = ReturnType<BlockMetrics["snapshot"]>;
+export type BlockMetricsSnapshot = ReturnType<BlockMetrics["snapshot"]> & { failed: string | null };

@@ -16,6 +16,7 @@ export class Monitor {
     readonly policy = new RestartPolicy(),
     private readonly onRestarted: (vm: VirtualMachine) => void = () => {},
     private readonly onFault: (vm: VirtualMachine) => void = () => {},
+    private readonly onGiveUp: (vm: VirtualMachine, reason: string) => void = () => {},
   ) {}
 
   private readonly heartbeats: NodeJS.Timeout[] = [];
@@ -61,6 +62,7 @@ export class Monitor {
     if (decision.action === "give-up") {
       vm.kill();
       this.events.add(vm.role, "given-up", decision.reason);
+      this.onGiveUp(vm, decision.reason);
       return;
     }
     this.restarting.add(vm.role);

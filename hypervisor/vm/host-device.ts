@@ -26,6 +26,8 @@ export interface HostDevice {
   attachChannel?(channel: unknown): void;
   /** The peer is gone: stop sending, keep what is pending. */
   detachChannel?(): void;
+  /** The peer is gone for good: fail what is pending, and what comes, with an error. */
+  failPeer?(reason: string): void;
   /** State that must travel with a snapshot (JSON-safe). */
   getState?(): unknown;
   setState?(state: unknown): void;

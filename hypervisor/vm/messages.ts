@@ -42,6 +42,7 @@ export type ToWorker =
   | { type: "reset-cpu" }
   | { type: "attach-channel"; channel: unknown }
   | { type: "detach-channel" }
+  | { type: "fail-channel"; reason: string }
   | { type: "device-status" }
   /** Fault injection: the worker dies abruptly, as a crashed task would. */
   | { type: "die" }

@@ -518,6 +518,11 @@ export class VirtualMachine extends EventEmitter {
     if (this.worker) this.send({ type: "detach-channel" });
   }
 
+  /** The peer is given up: the devices fail their requests with an error instead of waiting. */
+  failChannel(reason: string): void {
+    if (this.worker) this.send({ type: "fail-channel", reason });
+  }
+
   /** Counters of the VM's host-side devices. */
   deviceStatus(timeoutMs = 1000): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {

@@ -216,6 +216,9 @@ start().then(
         case "detach-channel":
           for (const d of devices) d.detachChannel?.();
           break;
+        case "fail-channel":
+          for (const d of devices) d.failPeer?.(msg.reason);
+          break;
         case "device-status":
           post({ type: "device-status", devices: Object.fromEntries(devices.map((d) => [d.name, d.status?.() ?? null])) });
           break;

@@ -115,4 +115,32 @@ describe("the disk path", () => {
     expect((await hv.status()).disk!.frontEnd!.replayed).toBeGreaterThan(0);
     expect(hostSha256(image, 2 * 2 ** 20, 1800 * 65536)).toBe(sum);
   });
+
+  it("past the restart budget fails the app VM's disk requests with an I/O error, and `restart` brings it back", async () => {
+    const small = new Hypervisor({
+      runDir: tempDir("budget"),
+      roles: ["app", "disk"],
+      diskSizeBytes: 16 * 2 ** 20,
+      restartPolicy: { maxRestarts: 1, windowMs: 60_000, baseBackoffMs: 0, maxBackoffMs: 0 },
+    });
+    await small.up();
+    try {
+      const io = () => small.vm("app").exec("dd if=/dev/vda of=/dev/null bs=4k count=4 iflag=direct 2>&1; echo status=$?", 30_000);
+      await small.injectFault("disk", "kill");
+      expect(await eventually(() => small.events.list().some((e) => e.vm === "disk" && e.kind === "restarted"), 15_000)).toBe(true);
+      expect((await io()).output.toString()).toMatch(/status=0/);
+      await small.injectFault("disk", "kill");
+      expect(await eventually(() => small.events.list().some((e) => e.kind === "given-up"), 15_000)).toBe(true);
+      expect(small.events.list().find((e) => e.kind === "given-up")?.detail).toBe("1 restarts within 60 s");
+      // A clear error, at once, instead of a hang.
+      const failed = (await io()).output.toString();
+      expect(failed).toMatch(/status=1/);
+      expect((await small.status()).disk!.frontEnd!.failed).toMatch(/^disk VM failed: 1 restarts within 60 s$/);
+      await small.restartVm("disk");
+      expect(await eventually(() => small.vm("disk").state === "ready", 15_000)).toBe(true);
+      expect((await io()).output.toString()).toMatch(/status=0/);
+    } finally {
+      await small.down();
+    }
+  });
 });

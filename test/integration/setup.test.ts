@@ -96,6 +96,21 @@ describe("the four-VM setup", () => {
     expect(await run("net", "echo back")).toBe("back\n");
   });
 
+  it("restarts the PCI VM after a panic and after a worker kill, and it reports the inventory again", async () => {
+    for (const fault of ["panic", "kill"] as const) {
+      const before = hv.events.list().length;
+      const reportedBefore = (await hv.status()).inventory!.reportedAt;
+      await hv.injectFault("pci", fault);
+      const again = () => hv.events.list().slice(before).some((e) => e.vm === "pci" && e.kind === "inventory");
+      expect(await eventually(again, 15_000)).toBe(true);
+      const events = hv.events.list().slice(before).filter((e) => e.vm === "pci");
+      expect(events.find((e) => e.kind === "fault")?.detail).toMatch(fault === "panic" ? /^panic: / : /^worker-exit: /);
+      const inv = (await hv.status()).inventory!;
+      expect(inv.reportedAt).not.toBe(reportedBefore);
+      expect(inv.functions.some((f) => f.vendor === 0x10ec && f.device === 0x8029)).toBe(true);
+    }
+  });
+
   it("refuses a second setup in the same run folder (it would share the disk image)", async () => {
     await expect(new Hypervisor({ runDir: hv.runDir }).up()).rejects.toThrow(
       `another Bulkhead setup (pid ${process.pid}) is running in ${hv.runDir}`,

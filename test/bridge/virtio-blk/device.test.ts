@@ -87,4 +87,24 @@ describe("VirtioBlkFrontEnd", () => {
     expect(req.status).toBe(VIRTIO_BLK_S.IOERR);
     expect(fe.status().ioErrors).toBe(1);
   });
+
+  it("fails every request with an I/O error once the back end is given up, until a new one attaches", () => {
+    const { device, fe, sent } = setup();
+    const pending = blkRequest(VIRTIO_BLK_T.IN, 0, { readLength: 512 });
+    device.queue.push(pending);
+    fe.onNotify();
+    fe.failAll("disk VM failed: 5 restarts within 60 s");
+    expect(pending.status).toBe(VIRTIO_BLK_S.IOERR);
+    const later = blkRequest(VIRTIO_BLK_T.OUT, 0, { data: new Uint8Array(512) });
+    device.queue.push(later);
+    fe.onNotify();
+    expect(later.status).toBe(VIRTIO_BLK_S.IOERR);
+    expect(fe.status()).toMatchObject({ ioErrors: 2, inFlight: 0, failed: "disk VM failed: 5 restarts within 60 s" });
+    fe.attach({ send: (r) => (sent.push(r), true) });
+    const after = blkRequest(VIRTIO_BLK_T.IN, 0, { readLength: 512 });
+    device.queue.push(after);
+    fe.onNotify();
+    expect(sent.at(-1)).toMatchObject({ op: "read" });
+    expect(fe.status().failed).toBeNull();
+  });
 });
