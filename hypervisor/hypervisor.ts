@@ -16,6 +16,7 @@ import { RestartPolicy, type RestartPolicyOptions, DEFAULT_RESTART_POLICY } from
 import { ChannelTable } from "./kernel/channel.js";
 import type { DeviceSpec } from "./vm/messages.js";
 import type { InjectedFault } from "./control/protocol.js";
+import { processAlive } from "./process-alive.js";
 import { ensureImage } from "../drivervm/disk/image-file.js";
 import type { BlockMetricsSnapshot } from "../bridge/virtio-blk/metrics.js";
 import { SnapshotStore } from "./vm/snapshot.js";
@@ -360,14 +361,5 @@ export class Hypervisor extends EventEmitter {
     if (this.lockPath) rmSync(this.lockPath, { force: true });
     this.lockPath = undefined;
     this.emit("down");
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }

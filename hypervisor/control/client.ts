@@ -2,20 +2,13 @@
 import { readFileSync, rmSync } from "node:fs";
 import WebSocket from "ws";
 import { endpointFile } from "./server.js";
+import { processAlive } from "../process-alive.js";
 import type { ControlEndpoint, ControlResponse } from "./protocol.js";
 
 export class NoSetupError extends Error {
   override readonly name = "NoSetupError";
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /** The endpoint of the setup running from this run folder, if one runs. */
 export function findEndpoint(runDir: string): ControlEndpoint | undefined {
@@ -26,7 +19,7 @@ export function findEndpoint(runDir: string): ControlEndpoint | undefined {
   } catch {
     return undefined;
   }
-  if (typeof ep.pid !== "number" || typeof ep.port !== "number" || !alive(ep.pid)) {
+  if (typeof ep.pid !== "number" || typeof ep.port !== "number" || !processAlive(ep.pid)) {
     rmSync(file, { force: true }); // left behind by a setup that died
     return undefined;
   }
