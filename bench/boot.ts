@@ -11,7 +11,9 @@ import { APP_VM } from "../guests/app.js";
 import { DRIVER_VMS } from "../drivervm/roles.js";
 import { Hypervisor, ROLES, type SetupRole } from "../hypervisor/hypervisor.js";
 import { SnapshotStore } from "../hypervisor/vm/snapshot.js";
-import { PCI_SLOT, type MachineConfig, type RoleConfig } from "../hypervisor/vm/spec.js";
+import type { MachineConfig } from "../hypervisor/vm/spec.js";
+import { CapabilitySpace } from "../hypervisor/kernel/capability.js";
+import { DeviceManager } from "../hypervisor/devices/manager.js";
 import { VirtualMachine } from "../hypervisor/vm/vm.js";
 import { buildImages, type ImageSet } from "../images/build.js";
 
@@ -33,12 +35,14 @@ const median = (xs: number[]) => {
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `bulkhead-bench-${p}-`));
 
 // The machines as the device manager builds them in a setup.
-const CONFIGS: Record<SetupRole, MachineConfig> = {
-  app: { ...APP_VM, nic: "none", removePciSlots: [PCI_SLOT.ide] },
-  disk: { ...DRIVER_VMS.disk, nic: "none", removePciSlots: [] },
-  net: { ...DRIVER_VMS.net, nic: "ne2k", removePciSlots: [PCI_SLOT.ide] },
-  pci: { ...DRIVER_VMS.pci, nic: "ne2k", removePciSlots: [] },
-};
+const devices = new DeviceManager(new CapabilitySpace());
+const BASE = { app: APP_VM, ...DRIVER_VMS };
+const CONFIGS = Object.fromEntries(
+  ROLES.map((role, i) => {
+    devices.grantFor(i + 1, role);
+    return [role, devices.machineFor(i + 1, BASE[role])];
+  }),
+) as Record<SetupRole, MachineConfig>;
 
 interface PerVm {
   coldBootMs: number[];

@@ -15,6 +15,11 @@ import { INJECTED_FAULTS } from "./control/protocol.js";
 import type { HvEvent } from "./events.js";
 import { resolve } from "node:path";
 
+/** "kind: detail (ms)", as `crash` and `events` print an event. */
+function describeEvent(e: HvEvent): string {
+  return `${e.kind}${e.detail ? `: ${e.detail}` : ""}${e.ms !== undefined ? ` (${e.ms} ms)` : ""}`;
+}
+
 function fail(err: unknown, code = 1): never {
   process.stderr.write(`bulkhead: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(code);
@@ -239,7 +244,7 @@ await yargs(hideBin(process.argv))
             const t = Date.parse(e.time);
             injectedAt ??= e.kind === "fault-injected" ? t : undefined;
             const since = injectedAt !== undefined ? ` +${((t - injectedAt) / 1000).toFixed(2)} s` : "";
-            process.stdout.write(`${e.vm}:${since} ${e.kind}${e.detail ? `: ${e.detail}` : ""}${e.ms !== undefined ? ` (${e.ms} ms)` : ""}\n`);
+            process.stdout.write(`${e.vm}:${since} ${describeEvent(e)}\n`);
             if (["restarted", "given-up", "restart-failed"].includes(e.kind)) return;
           }
           shown = events.length;
@@ -256,7 +261,7 @@ await yargs(hideBin(process.argv))
       withClient(async (c) => {
         const events = await c.request<HvEvent[]>("events");
         if (argv.json) return void process.stdout.write(JSON.stringify(events, null, 2) + "\n");
-        for (const e of events) process.stdout.write(`${e.time}  ${e.vm.padEnd(5)} ${e.kind}${e.detail ? `: ${e.detail}` : ""}${e.ms !== undefined ? ` (${e.ms} ms)` : ""}\n`);
+        for (const e of events) process.stdout.write(`${e.time}  ${e.vm.padEnd(5)} ${describeEvent(e)}\n`);
       }),
   )
   .command(

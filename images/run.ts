@@ -13,7 +13,6 @@ export interface RunOptions {
   log: string;
   /** Called with each line the command prints (stdout and stderr). */
   onLine?: (line: string) => void;
-  input?: Uint8Array;
   /** Keep stdout out of the log (binary output, such as an archive). */
   quietStdout?: boolean;
 }
@@ -57,6 +56,6 @@ export function run(cmd: string, args: string[], opts: RunOptions): Promise<Buff
           ),
         );
     });
-    child.stdin.end(opts.input);
+    child.stdin.end();
   });
 }

@@ -5,7 +5,7 @@
 // when the link comes back (the shadow-driver idea).
 import { addVirtioDevice, type Machine, type VirtioDevice, type VirtioRequest } from "../../hypervisor/v86/adapter.js";
 import { BlockMetrics, type ViolationKind } from "./metrics.js";
-import { MAX_TRANSFER, SECTOR, VIRTIO_BLK_S, isRequestError, parseRequest, type ParsedRequest } from "./request.js";
+import { MAX_TRANSFER, SECTOR, VIRTIO_BLK_S, isRequestError, parseRequest } from "./request.js";
 
 /** The virtio-blk PCI function's place in the app VM (a free slot). */
 export const VIRTIO_BLK_SLOT = 0x0d;

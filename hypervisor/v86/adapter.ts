@@ -222,7 +222,8 @@ export interface Machine {
   pciFunctions(): Array<{ bdf: number; vendor: number; device: number }>;
 }
 
-const NIC_SLOTS: Record<string, number> = { ne2k: 0x05, virtio: 0x0a };
+/** v86's NE2000 sits in PCI slot 5; it is built unless virtio-net is chosen. */
+const NE2K_SLOT = 0x05;
 
 /**
  * Creates and starts a machine. Resolves once the emulator is loaded, the
@@ -261,7 +262,7 @@ export function createMachine(spec: MachineSpec): Promise<Machine> {
     options.cmdline = spec.boot.cmdline;
   }
   const removeSlots = [...spec.removePciSlots];
-  if (spec.nic === "none") removeSlots.push(NIC_SLOTS.ne2k);
+  if (spec.nic === "none") removeSlots.push(NE2K_SLOT);
 
   return new Promise((resolve, reject) => {
     let emulator: V86;

@@ -2,7 +2,7 @@
 export type NicModel = "ne2k" | "virtio" | "none";
 
 /** v86 fixes a device's PCI slot; these are the ones we give away or take off. */
-export const PCI_SLOT = { ide: 0x1e, ne2k: 0x05, virtioNet: 0x0a } as const;
+export const PCI_SLOT = { ide: 0x1e, ne2k: 0x05 } as const;
 
 export interface MachineConfig {
   role: string;
