@@ -16,6 +16,9 @@ export const HOST_PACKAGES = [
   "gcc-multilib",
   "seabios",
   "xz-utils",
+  // The wire behind the net VM's NIC: a host helper built on QEMU's user-mode network.
+  "libslirp-dev",
+  "pkg-config",
 ];
 
 function installed(pkg: string): boolean {
