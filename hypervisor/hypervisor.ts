@@ -9,7 +9,7 @@ import { APP_VM } from "../guests/app.js";
 import { DRIVER_VMS } from "../drivervm/roles.js";
 import { DeviceManager } from "./devices/manager.js";
 import { EventLog } from "./events.js";
-import { CapabilitySpace, describe } from "./kernel/capability.js";
+import { CapabilitySpace, describe, SERVICES } from "./kernel/capability.js";
 import { TaskTable, type Task } from "./kernel/task.js";
 import { Monitor } from "./monitor/monitor.js";
 import { RestartPolicy, type RestartPolicyOptions, DEFAULT_RESTART_POLICY } from "./monitor/policy.js";
@@ -18,6 +18,8 @@ import type { DeviceSpec } from "./vm/messages.js";
 import type { InjectedFault } from "./control/protocol.js";
 import { processAlive } from "./process-alive.js";
 import { ensureImage } from "../drivervm/disk/image-file.js";
+import { Wire, WIRE_NET } from "../drivervm/net/wire.js";
+import { APP_MAC } from "../bridge/virtio-net/device.js";
 import type { BlockMetricsSnapshot } from "../bridge/virtio-blk/metrics.js";
 import { SnapshotStore } from "./vm/snapshot.js";
 import type { RoleConfig } from "./vm/spec.js";
@@ -46,6 +48,8 @@ export interface HypervisorOptions {
   diskSizeBytes?: number;
   /** Heartbeat period of the driver VMs' helpers in ms; two missed periods mean dead (0: off). */
   heartbeatMs?: number;
+  /** Host loopback ports the app VM may reach at the gateway (default: all). */
+  allowPorts?: "all" | number[];
 }
 
 export const DEFAULT_HEARTBEAT_MS = 1000;
@@ -75,7 +79,18 @@ export interface StatusReport {
   devices: Array<{ name: string; description: string; owner: string; bdf: string | null; irq: number | null; bars: string[] }>;
   inventory: DeviceManager["inventory"] | null;
   disk: DiskStatus | null;
+  net: NetStatus | null;
   events: ReturnType<EventLog["list"]>;
+}
+
+export interface NetStatus {
+  wire: { socket: string; running: boolean; restarts: number; gateway: string; allowPorts: string };
+  /** The app VM's virtio-net: frames and bytes each way, drops by reason. */
+  frontEnd: Record<string, unknown> | null;
+  /** The net VM's back end: netback's rings. */
+  backEnd: Record<string, unknown> | null;
+  /** The net VM's NE2000 on the wire. */
+  nic: Record<string, unknown> | null;
 }
 
 export interface DiskStatus {
@@ -93,6 +108,7 @@ export class Hypervisor extends EventEmitter {
   readonly devices = new DeviceManager(this.caps);
   readonly channels = new ChannelTable(this.caps);
   disk: { path: string; sizeBytes: number } | undefined;
+  wire: Wire | undefined;
   readonly events: EventLog;
   readonly monitor: Monitor;
   readonly runDir: string;
@@ -115,7 +131,11 @@ export class Hypervisor extends EventEmitter {
       (vm) => this.disconnectServicesOf(vm.role),
       (vm, reason) => {
         // Past the restart budget: its clients get errors, not a hang, until `bulkhead restart`.
-        for (const t of this.tasks.all()) if (t.role !== vm.role && t.vm?.running) t.vm.failChannel(`${vm.role} VM failed: ${reason}`);
+        const task = this.tasks.byRole(vm.role);
+        for (const service of SERVICES) {
+          if (!task || !this.caps.holds(task.id, { kind: "service", service, side: "server" })) continue;
+          for (const t of this.tasks.all()) if (t !== task && t.vm?.running) t.vm.failChannel(service, `${vm.role} VM failed: ${reason}`);
+        }
       },
     );
   }
@@ -157,6 +177,24 @@ export class Hypervisor extends EventEmitter {
     if (this.roles.includes("disk")) {
       const path = this.opts.diskImage ?? join(this.runDir, "disk.img");
       this.disk = { path, sizeBytes: ensureImage(path, this.opts.diskSizeBytes ?? DEFAULT_DISK_BYTES) };
+    }
+    if (this.roles.includes("net")) {
+      const wire = new Wire({
+        binary: this.images.hostTools.slirpWire,
+        socketPath: join(this.runDir, "wire.sock"),
+        allowPorts: this.opts.allowPorts,
+        logPath: join(this.runDir, "wire.log"),
+      });
+      wire.on("exit", (how: string) => this.events.add("wire", "wire-died", how));
+      wire.on("restarted", () => this.events.add("wire", "wire-restarted"));
+      wire.on("failed", (err: Error) => this.events.add("wire", "wire-failed", err.message));
+      this.wire = wire;
+      try {
+        await wire.start();
+      } catch (err) {
+        await this.down();
+        throw err;
+      }
     }
     for (const role of this.roles) {
       const task = this.tasks.create(role);
@@ -207,8 +245,15 @@ export class Hypervisor extends EventEmitter {
       devices.push({ kind: "physical-disk", imagePath: this.disk.path });
       if (this.caps.holds(task, { kind: "service", service: "block", side: "server" })) devices.push({ kind: "block-backend" });
     }
-    // The snapshot depends on the devices, not on where the image file is.
-    const shape = devices.map((d) => (d.kind === "physical-disk" ? { kind: d.kind, sizeBytes: this.disk!.sizeBytes } : d));
+    if (this.wire && this.caps.holds(task, { kind: "device", device: "ne2k" })) {
+      devices.push({ kind: "wire", socketPath: this.wire.socketPath });
+      if (this.caps.holds(task, { kind: "service", service: "net", side: "server" })) devices.push({ kind: "net-backend" });
+    }
+    if (this.caps.holds(task, { kind: "service", service: "net", side: "client" })) devices.push({ kind: "virtio-net", mac: APP_MAC });
+    // The snapshot depends on the devices, not on where the image file or the wire's socket is.
+    const shape = devices.map((d) =>
+      d.kind === "physical-disk" ? { kind: d.kind, sizeBytes: this.disk!.sizeBytes } : d.kind === "wire" ? { kind: d.kind } : d,
+    );
     return { devices, shape };
   }
 
@@ -219,15 +264,15 @@ export class Hypervisor extends EventEmitter {
   private connectServicesOf(role: string, renew = true): void {
     const task = this.tasks.byRole(role);
     if (!task) return;
-    for (const service of ["block"] as const) {
+    for (const service of SERVICES) {
       const client = this.tasks.all().find((t) => this.caps.holds(t.id, { kind: "service", service, side: "client" }));
       const server = this.tasks.all().find((t) => this.caps.holds(t.id, { kind: "service", service, side: "server" }));
       if (!client || !server || (task !== client && task !== server)) continue;
       if (server.vm?.state !== "ready" || !client.vm?.running) continue;
       if (!renew && this.channels.isConnected(service)) continue;
       const ends = this.channels.connect(service, client.id, server.id);
-      server.vm.attachChannel(ends.server);
-      client.vm.attachChannel(ends.client);
+      server.vm.attachChannel(service, ends.server);
+      client.vm.attachChannel(service, ends.client);
       this.events.add(role, "channel", `${service} channel ${this.channels.generation}: ${client.role} <-> ${server.role}`);
     }
   }
@@ -238,7 +283,7 @@ export class Hypervisor extends EventEmitter {
     if (!task) return;
     for (const service of this.channels.servicesOf(task.id)) {
       this.channels.revoke(service);
-      for (const t of this.tasks.all()) if (t !== task && t.vm?.running) t.vm.detachChannel();
+      for (const t of this.tasks.all()) if (t !== task && t.vm?.running) t.vm.detachChannel(service);
       this.events.add(role, "channel-revoked", service);
     }
   }
@@ -262,7 +307,7 @@ export class Hypervisor extends EventEmitter {
         await vm.exec("echo c > /proc/sysrq-trigger", 1000).catch(() => {});
         return;
       case "hang":
-        await vm.exec("kill -STOP $(pidof blkback pciback agent)", 1000).catch(() => {});
+        await vm.exec("kill -STOP $(pidof blkback netback pciback agent)", 1000).catch(() => {});
         return;
     }
   }
@@ -317,6 +362,20 @@ export class Hypervisor extends EventEmitter {
           backEnd: await deviceStatus("disk", "disk"),
         }
       : null;
+    const net: NetStatus | null = this.wire
+      ? {
+          wire: {
+            socket: this.wire.socketPath,
+            running: this.wire.running,
+            restarts: this.wire.restarts,
+            gateway: WIRE_NET.gateway,
+            allowPorts: this.opts.allowPorts === undefined || this.opts.allowPorts === "all" ? "all" : this.opts.allowPorts.join(","),
+          },
+          frontEnd: await deviceStatus("app", "virtio-net"),
+          backEnd: await deviceStatus("net", "net"),
+          nic: await deviceStatus("net", "wire"),
+        }
+      : null;
     const vms = this.tasks.all().map((t: Task): VmStatus => {
       const vm = t.vm!;
       const config = ROLE_CONFIG[t.role as SetupRole];
@@ -350,6 +409,7 @@ export class Hypervisor extends EventEmitter {
       })),
       inventory: this.devices.inventory ?? null,
       disk,
+      net,
       events: this.events.list().slice(-50),
     };
   }
@@ -358,6 +418,7 @@ export class Hypervisor extends EventEmitter {
     this.monitor.stop();
     if (this.sampler) clearInterval(this.sampler);
     await Promise.all(this.tasks.all().map((t) => t.vm?.shutdown()));
+    await this.wire?.stop();
     if (this.lockPath) rmSync(this.lockPath, { force: true });
     this.lockPath = undefined;
     this.emit("down");

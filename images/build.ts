@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildHelpers } from "./helpers.js";
+import { buildHostTools } from "./host-tools.js";
 import { sha256, sha256File } from "./hash.js";
 import { buildGenInitCpio, buildKernel } from "./kernel.js";
 import { ROLES, buildInitramfs, type Role } from "./initramfs.js";
@@ -23,6 +24,8 @@ export interface ImageSet {
   bios: string;
   vgaBios: string;
   initrd: Record<Role, string>;
+  /** Programs that run on the host: the wire behind the net VM's NIC. */
+  hostTools: { slirpWire: string };
   manifest: string;
 }
 
@@ -43,6 +46,7 @@ export async function buildImages(progress: Progress = () => {}): Promise<ImageS
 
   const bzimage = await buildKernel({ configPath: join(root, "images/kernel/bulkhead.config"), cache }, progress);
   const helpers = await buildHelpers(root, cache, progress);
+  const hostTools = await buildHostTools(root, cache, progress);
   const busybox = await fetchBusybox(cache, progress);
   const genInitCpio = await buildGenInitCpio(cache);
   const init = join(root, "images/initramfs/init");
@@ -54,17 +58,19 @@ export async function buildImages(progress: Progress = () => {}): Promise<ImageS
 
   const files: Record<string, string> = { bzimage, bios: SEABIOS, vgaBios: VGABIOS, busybox };
   for (const [name, path] of Object.entries(helpers)) files[`helper/${name}`] = path;
+  files["host/slirp-wire"] = hostTools.slirpWire;
   for (const role of ROLES) files[`initrd/${role}`] = initrd[role];
   const artifacts: Manifest["artifacts"] = {};
   for (const [name, path] of Object.entries(files)) {
     artifacts[name] = { path, sha256: await sha256File(path), bytes: statSync(path).size };
   }
-  const key = sha256(...Object.entries(artifacts).map(([n, a]) => `${n}=${a.sha256}`)).slice(0, 16);
+  // Snapshots carry this key: host tools never enter a guest, so they are left out of it.
+  const key = sha256(...Object.entries(artifacts).filter(([n]) => !n.startsWith("host/")).map(([n, a]) => `${n}=${a.sha256}`)).slice(0, 16);
   const manifestPath = join(cache, "manifest.json");
   const manifest: Manifest = { key, built: new Date().toISOString(), artifacts };
   writeFileSync(`${manifestPath}.tmp`, JSON.stringify(manifest, null, 2) + "\n");
   renameSync(`${manifestPath}.tmp`, manifestPath);
-  return { key, bzimage, bios: SEABIOS, vgaBios: VGABIOS, initrd, manifest: manifestPath };
+  return { key, bzimage, bios: SEABIOS, vgaBios: VGABIOS, initrd, hostTools, manifest: manifestPath };
 }
 
 /** Reads the manifest written by the last build, if any. */

@@ -10,6 +10,7 @@ export const HELPERS: Record<string, string> = {
   agent: "drivervm/helpers/agent.c",
   pciback: "drivervm/pci/pciback.c",
   blkback: "drivervm/disk/blkback.c",
+  netback: "drivervm/net/netback.c",
   blkbench: "bench/guest/blkbench.c",
 };
 

@@ -12,7 +12,7 @@ export type Role = (typeof ROLES)[number];
 export const ROLE_HELPERS: Record<Role, string[]> = {
   app: ["agent", "blkbench"],
   disk: ["blkback", "agent"],
-  net: ["agent"],
+  net: ["netback", "agent"],
   pci: ["pciback"],
   baseline: ["agent", "blkbench"],
 };

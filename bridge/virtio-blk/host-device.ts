@@ -10,6 +10,7 @@ export function virtioBlkDevice(ctx: DeviceContext, capacitySectors: number): Ho
   let endpoint: ChannelEndpoint | undefined;
   return {
     name: "virtio-blk",
+    service: "block",
     attachChannel(channel) {
       endpoint?.close();
       const ep = new ChannelEndpoint(channel as ChannelDescriptor);

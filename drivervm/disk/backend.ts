@@ -9,7 +9,7 @@ import type { Machine } from "../../hypervisor/v86/adapter.js";
 import type { BackendRequest, BackendResponse } from "../../bridge/virtio-blk/device.js";
 import { RING, RING_OP, RING_STATUS, WINDOW, decodeRingResponse, encodeRingRequest } from "./guest-ring.js";
 import type { ImageFile } from "./image-file.js";
-import type { GuestWindow } from "./window.js";
+import type { GuestWindow } from "../window.js";
 
 export interface BackendMetrics {
   served: { read: number; write: number; flush: number };

@@ -2,7 +2,8 @@
  * blkback: the disk VM's back end helper. It owns the physical disk
  * (DEVICE, opened O_DIRECT so every request goes through the real driver)
  * and serves block requests that the host puts into a shared window: a
- * pinned, locked anonymous mapping whose page frames it reports once.
+ * pinned, locked anonymous mapping whose page frames it reports once
+ * (helpers/window.h).
  * Page 0 of the window is the request ring; the rest holds data slots.
  * The host rings with a kick byte on the channel; so does blkback when it
  * has completed requests. The ring layout is mirrored in guest-ring.ts.
@@ -24,6 +25,7 @@
 #include <sys/mman.h>
 #include <linux/fs.h>
 #include "../helpers/channel.h"
+#include "../helpers/window.h"
 
 #define PAGE 4096u
 #define DATA_BASE PAGE
@@ -31,7 +33,6 @@
 #define DATA_SLOTS 8u
 #define WINDOW_BYTES (DATA_BASE + DATA_SLOTS * DATA_SLOT_BYTES)
 #define WINDOW_PAGES (WINDOW_BYTES / PAGE)
-#define RUNS_LINE_MAX 2900 /* keeps each window-pfns line under ~3000 chars */
 
 #define RING_MAGIC 0x31524B42u /* "BKR1" */
 #define OFF_REQ_PROD 4
@@ -79,12 +80,6 @@ static int disk_fd = -1;
 static uint64_t disk_bytes;
 /* Our own indices live here, not in the ring: the host may overwrite the ring. */
 static uint32_t req_cons, resp_prod;
-
-static void fail(const char *what, int err)
-{
-	ch_send("error %s %d", what, err);
-	exit(1);
-}
 
 static uint32_t *ring_u32(unsigned off)
 {
@@ -252,82 +247,11 @@ static void *ring_watch(void *unused)
 	return NULL;
 }
 
-/*
- * The window must keep its page frames for the helper's lifetime, since the
- * host writes to them directly: locked (no swap), populated, not compacted,
- * not collapsed into huge pages, and not shared copy-on-write with the
- * children that `exec` forks (a write after fork would move the page).
- */
-static void map_window(void)
-{
-	int fd = open("/proc/sys/vm/compact_unevictable_allowed", O_WRONLY);
-	if (fd < 0) {
-		if (errno != ENOENT)
-			fail("compact-unevictable", errno);
-	} else {
-		if (write(fd, "0", 1) != 1)
-			fail("compact-unevictable", errno);
-		close(fd);
-	}
-	void *p = mmap(NULL, WINDOW_BYTES, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
-	if (p == MAP_FAILED)
-		fail("mmap", errno);
-	window = p;
-	if (mlock(window, WINDOW_BYTES) != 0)
-		fail("mlock", errno);
-	if (madvise(window, WINDOW_BYTES, MADV_DONTFORK) != 0)
-		fail("madvise-dontfork", errno);
-	/* EINVAL: a kernel without transparent huge pages, nothing to prevent. */
-	if (madvise(window, WINDOW_BYTES, MADV_NOHUGEPAGE) != 0 && errno != EINVAL)
-		fail("madvise-nohugepage", errno);
-	for (unsigned i = 0; i < WINDOW_PAGES; i++)
-		((volatile unsigned char *)window)[i * PAGE] = 0;
-}
+_Static_assert(PAGE == WIN_PAGE, "window pages are pages");
 
-/* Reads the window's frames from pagemap and reports them as runs. */
 static void report_window(void)
 {
-	static uint64_t entries[WINDOW_PAGES];
-	static char runs[RUNS_LINE_MAX + 64];
-	size_t used = 0;
-	unsigned line_first = 0;
-
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-	if (fd < 0)
-		fail("pagemap-open", errno);
-	off_t at = (off_t)((uintptr_t)window / PAGE) * 8;
-	ssize_t n = pread(fd, entries, sizeof entries, at);
-	if (n < 0)
-		fail("pagemap-read", errno);
-	if ((size_t)n != sizeof entries)
-		fail("pagemap-read", EIO);
-	close(fd);
-
-	for (unsigned i = 0; i < WINDOW_PAGES;) {
-		uint64_t pfn = entries[i] & ((1ull << 55) - 1);
-		/* Not present, or a zero frame (what pagemap shows without
-		 * CAP_SYS_ADMIN). The number reported is the window page index. */
-		if (!(entries[i] >> 63) || pfn == 0)
-			fail("window-page-absent", (int)i);
-		unsigned count = 1;
-		while (i + count < WINDOW_PAGES && (entries[i + count] >> 63) &&
-		       (entries[i + count] & ((1ull << 55) - 1)) == pfn + count)
-			count++;
-		char run[48];
-		int len = snprintf(run, sizeof run, "%llx+%u", (unsigned long long)pfn, count);
-		if (used && used + 1 + (size_t)len > RUNS_LINE_MAX) {
-			ch_send("window-pfns %u %s", line_first, runs);
-			used = 0;
-		}
-		if (!used)
-			line_first = i;
-		used += (size_t)snprintf(runs + used, sizeof runs - used, "%s%s", used ? "," : "", run);
-		i += count;
-	}
-	if (used)
-		ch_send("window-pfns %u %s", line_first, runs);
-	ch_send("window-end %u %llu", WINDOW_PAGES, (unsigned long long)disk_bytes);
+	win_report(window, WINDOW_PAGES, disk_bytes);
 }
 
 /* `window`: report the window again (a restored VM's new worker asks). */
@@ -351,7 +275,7 @@ int main(int argc, char **argv)
 		fail("open", errno);
 	if (ioctl(disk_fd, BLKGETSIZE64, &disk_bytes) != 0)
 		fail("blkgetsize64", errno);
-	map_window();
+	window = win_map(WINDOW_BYTES);
 	port_doorbell = ioperm(DOORBELL_PORT, 1, 1) == 0;
 	if (!port_doorbell)
 		ch_send("error ioperm %d", errno);

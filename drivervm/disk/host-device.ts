@@ -6,9 +6,9 @@ import { decodeBlockRequest, encodeBlockResponse } from "../../bridge/block-link
 import type { BackendResponse } from "../../bridge/virtio-blk/device.js";
 import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
 import { BlockBackEnd } from "./backend.js";
-import { DOORBELL_PORT } from "./guest-ring.js";
+import { DOORBELL_PORT, WINDOW } from "./guest-ring.js";
 import type { ImageFile } from "./image-file.js";
-import { WindowRegistration } from "./window.js";
+import { WindowRegistration } from "../window.js";
 
 export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDevice {
   let endpoint: ChannelEndpoint | undefined;
@@ -38,10 +38,11 @@ export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDev
   };
   return {
     name: "disk",
+    service: "block",
     onControlLine(verb, args) {
       try {
         if (verb === "window-pfns") {
-          (registration ??= new WindowRegistration(Math.floor(ctx.machine.memory().length / 4096))).addLine(args);
+          (registration ??= new WindowRegistration(Math.floor(ctx.machine.memory().length / 4096), WINDOW.PAGES)).addLine(args);
           return true;
         }
         if (verb === "window-end") {

@@ -37,19 +37,23 @@ export class DeviceManager {
   grantFor(task: number, role: string): void {
     for (const dev of PHYSICAL_DEVICES) if (ASSIGNMENT[dev.name] === role) this.caps.grant(task, { kind: "device", device: dev.name });
     if (role === "pci") this.caps.grant(task, { kind: "pci-config" });
-    // The disk VM serves the block service; the app VM is its client.
+    // The disk VM serves the block service, the net VM the net service; the app VM is their client.
     if (role === "disk") this.caps.grant(task, { kind: "service", service: "block", side: "server" });
-    if (role === "app") this.caps.grant(task, { kind: "service", service: "block", side: "client" });
+    if (role === "net") this.caps.grant(task, { kind: "service", service: "net", side: "server" });
+    if (role === "app") {
+      this.caps.grant(task, { kind: "service", service: "block", side: "client" });
+      this.caps.grant(task, { kind: "service", service: "net", side: "client" });
+    }
   }
 
   /**
    * The machine a task gets: the role's base config with physical devices
    * plugged in only where a capability allows it.
    */
-  machineFor(task: number, base: Omit<MachineConfig, "nic" | "removePciSlots"> & { nicModel?: NicModel }): MachineConfig {
+  machineFor(task: number, base: Omit<MachineConfig, "nic" | "removePciSlots">): MachineConfig {
     const sees = (device: PhysicalDevice) =>
       this.caps.holds(task, { kind: "device", device }) || this.caps.holds(task, { kind: "pci-config" });
-    const nic: NicModel = sees("ne2k") ? "ne2k" : (base.nicModel ?? "none");
+    const nic: NicModel = sees("ne2k") ? "ne2k" : "none";
     const removePciSlots = sees("ide") ? [] : [PCI_SLOT.ide];
     return { role: base.role, memoryMiB: base.memoryMiB, cmdline: base.cmdline, nic, removePciSlots };
   }

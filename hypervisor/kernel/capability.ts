@@ -11,7 +11,9 @@ export type Capability =
   /** Be one end of a service's channel: the client (front end) or the server (back end). */
   | { kind: "service"; service: Service; side: "client" | "server" };
 
-export type Service = "block";
+/** block: the disk VM serves the app VM's disk; net: the net VM carries its frames. */
+export type Service = "block" | "net";
+export const SERVICES: readonly Service[] = ["block", "net"];
 
 function same(a: Capability, b: Capability): boolean {
   return describe(a) === describe(b);

@@ -17,7 +17,7 @@ interface ChannelRecord {
   b: ChannelDescriptor;
 }
 
-const BYTES_PER_DIRECTION: Record<Service, number> = { block: 4 * 2 ** 20 };
+const BYTES_PER_DIRECTION: Record<Service, number> = { block: 4 * 2 ** 20, net: 2 ** 20 };
 
 export class ChannelTable {
   private readonly channels = new Map<Service, ChannelRecord>();

@@ -32,6 +32,15 @@ interface CpuDevices {
 interface IoPorts {
   register_write(port: number, device: object, w8?: (value: number) => void, w16?: (value: number) => void, w32?: (value: number) => void): void;
 }
+/** v86's NE2000 model (src/ne2k.js): the receive ring's registers, in 256-byte pages. */
+interface Ne2kModel {
+  cr: number;
+  pstart: number;
+  pstop: number;
+  curpg: number;
+  boundary: number;
+  receive(frame: Uint8Array): void;
+}
 interface Cpu {
   io: IoPorts;
   devices: CpuDevices;
@@ -65,6 +74,13 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
   ["emulator.v86.cpu.reboot_internal (function)", (c) => typeof c.cpu?.reboot_internal === "function"],
   ["emulator.v86.cpu.write_blob (function)", (c) => typeof c.cpu?.write_blob === "function"],
   ["emulator.v86.cpu.io.register_write (function)", (c) => typeof c.cpu?.io?.register_write === "function"],
+  [
+    "emulator.v86.cpu.devices.net (NE2000: receive, cr, pstart, pstop, curpg, boundary)",
+    (c) => {
+      const n = c.cpu?.devices?.net as Partial<Ne2kModel> | undefined;
+      return !!n && typeof n.receive === "function" && ["cr", "pstart", "pstop", "curpg", "boundary"].every((k) => typeof n[k as keyof Ne2kModel] === "number");
+    },
+  ],
 ];
 
 function core(emulator: V86): V86Core {
@@ -116,8 +132,12 @@ export interface MachineSpec {
    * time a new one takes.
    */
   boot: { kind: "kernel"; bzimage: ArrayBuffer; initrd: ArrayBuffer; cmdline: string } | { kind: "restore-later" };
-  /** The NIC model, or none at all. */
-  nic: "ne2k" | "virtio" | "none";
+  /**
+   * The NE2000, or none at all. (The app VM's virtio-net is our own device
+   * model, built with addVirtioDevice like virtio-blk, so that its queues
+   * are bounds-checked and its receive path paced.)
+   */
+  nic: "ne2k" | "none";
   /** PCI slots (device numbers) to take off the bus before the guest runs. */
   removePciSlots: number[];
   /** Clamp v86's sub-millisecond busy-wait (see V86-NOTES.md, "Idle CPU"). */
@@ -220,6 +240,34 @@ export interface Machine {
   memory(): Uint8Array;
   /** PCI functions on the bus: bus:device.function and vendor:device ids. */
   pciFunctions(): Array<{ bdf: number; vendor: number; device: number }>;
+  /** The NE2000, for a machine built with nic "ne2k". */
+  ne2k(): Nic;
+}
+
+/** A NIC model's wire side: what the host plugs a cable into. */
+export interface Nic {
+  /** Frames the guest transmits. */
+  onTransmit(listener: (frame: Uint8Array) => void): void;
+  /**
+   * Whether the NIC can take a frame of this length now. v86's NE2000 drops
+   * silently when its receive ring is full, so the host asks first.
+   */
+  canReceive(length: number): boolean;
+  /** Puts a frame on the NIC's receive path and lets the guest take the interrupt. */
+  receive(frame: Uint8Array): void;
+}
+
+/**
+ * Room in the NE2000's receive ring, computed as v86's ne2k.js receive()
+ * does: a frame takes 1 + (max(60, length) + 4) / 256 pages, and
+ * boundary == curpg means empty. A stopped NIC (CR bit 0) takes nothing.
+ */
+function ne2kCanReceive(n: Ne2kModel, length: number): boolean {
+  if (n.cr & 1) return false;
+  const needed = 1 + ((Math.max(60, length) + 4) >> 8);
+  if (n.boundary === 0) return true;
+  const available = n.boundary > n.curpg ? n.boundary - n.curpg : n.pstop - n.curpg + n.boundary - n.pstart;
+  return available >= needed;
 }
 
 /** v86's NE2000 sits in PCI slot 5; it is built unless virtio-net is chosen. */
@@ -245,7 +293,8 @@ export function createMachine(spec: MachineSpec): Promise<Machine> {
     uart1: true,
     // One built-in virtio device stays enabled: later device models need its VirtIO class.
     virtio_console: true,
-    net_device: { type: spec.nic === "virtio" ? "virtio" : "ne2k" },
+    // v86 always builds its NE2000 model; "none" takes it off the PCI bus.
+    net_device: { type: "ne2k" },
     // A restored VM keeps its identity: the NIC's MAC comes from the snapshot.
     preserve_mac_from_state_image: true,
     log_level: 0,
@@ -356,6 +405,20 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
       const cpu = core(emulator).cpu;
       const { byteOffset, length } = cpu.mem8;
       return new Uint8Array(cpu.wasm_memory.buffer, byteOffset, length);
+    },
+    ne2k() {
+      const c = core(emulator);
+      const model = c.cpu.devices.net as Ne2kModel;
+      return {
+        onTransmit(listener) {
+          (emulator.add_listener as (event: string, l: (frame: Uint8Array) => void) => void)("net0-send", listener);
+        },
+        canReceive: (length) => ne2kCanReceive(model, length),
+        receive(frame) {
+          model.receive(frame);
+          wake(c);
+        },
+      };
     },
     pciFunctions() {
       const pci = core(emulator).cpu.devices.pci;

@@ -21,6 +21,8 @@ export type ControlMessage =
   | { kind: "exit-refused"; id: number; reason: string }
   | { kind: "pci"; fn: PciFunction }
   | { kind: "inventory-end"; count: number }
+  /** A helper turned hostile on request (fault injection) and wrote this many bad entries. */
+  | { kind: "garbage-sent"; count: number }
   | { kind: "error"; what: string; detail: string };
 
 export type ControlParseError = { kind: "invalid"; reason: string; line: string };
@@ -98,6 +100,10 @@ export function parseControlLine(raw: string): ControlMessage | ControlParseErro
     case "inventory-end": {
       const count = int(args[0], 256);
       return count !== undefined ? { kind: "inventory-end", count } : bad("bad inventory-end");
+    }
+    case "garbage-sent": {
+      const count = int(args[0], 100_000);
+      return count !== undefined && args.length === 1 ? { kind: "garbage-sent", count } : bad("bad garbage-sent");
     }
     case "error":
       return { kind: "error", what: (args[0] ?? "").slice(0, 32), detail: args.slice(1).join(" ").slice(0, 200) };

@@ -1,6 +1,7 @@
 // Host-side device models that live in a VM's worker beside its v86
 // instance: the app VM's paravirtual front ends, a driver VM's back end.
 // The worker stays generic; each device plugs in through this interface.
+import type { Service } from "../kernel/capability.js";
 import type { Machine } from "../v86/adapter.js";
 
 /** What a device gets from its worker. */
@@ -18,6 +19,8 @@ export interface DeviceContext {
 
 export interface HostDevice {
   readonly name: string;
+  /** The service whose channel this device uses, if any. */
+  readonly service?: Service;
   /** A control line from the guest; true when the device consumed it. */
   onControlLine?(verb: string, args: string[]): boolean;
   /** The guest rang the doorbell. */
@@ -31,6 +34,8 @@ export interface HostDevice {
   /** State that must travel with a snapshot (JSON-safe). */
   getState?(): unknown;
   setState?(state: unknown): void;
+  /** Called once the machine runs: after a cold boot, or a restore. A spare worker has not run yet. */
+  onRun?(): void;
   /** Called once the guest runs again after a restore. */
   afterRestore?(): void;
   /** Counters for `bulkhead status`. */

@@ -1,4 +1,5 @@
 // Messages between a VM's worker thread and the hypervisor's main thread.
+import type { Service } from "../kernel/capability.js";
 import type { NicModel } from "./spec.js";
 
 /** A host-side device model in a VM's worker. */
@@ -8,7 +9,13 @@ export type DeviceSpec =
   /** A physical IDE disk (primary master) backed by the image file. */
   | { kind: "physical-disk"; imagePath: string }
   /** The disk VM's block back end (needs the physical disk). */
-  | { kind: "block-backend" };
+  | { kind: "block-backend" }
+  /** The app VM's virtio-net front end. */
+  | { kind: "virtio-net"; mac: string }
+  /** The cable from the machine's NE2000 to the wire process's socket. */
+  | { kind: "wire"; socketPath: string }
+  /** The net VM's frame back end (netback's rings). */
+  | { kind: "net-backend" };
 
 /** What a worker needs to build its machine. Files are read in the worker. */
 export interface WorkerSpec {
@@ -40,9 +47,9 @@ export type ToWorker =
   | { type: "channel-send"; line: string }
   | { type: "save-state"; path: string }
   | { type: "reset-cpu" }
-  | { type: "attach-channel"; channel: unknown }
-  | { type: "detach-channel" }
-  | { type: "fail-channel"; reason: string }
+  | { type: "attach-channel"; service: Service; channel: unknown }
+  | { type: "detach-channel"; service: Service }
+  | { type: "fail-channel"; service: Service; reason: string }
   | { type: "device-status" }
   /** Fault injection: the worker dies abruptly, as a crashed task would. */
   | { type: "die" }

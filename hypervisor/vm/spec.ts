@@ -1,5 +1,5 @@
 // The machine a VM runs: what each role's v86 instance is made of.
-export type NicModel = "ne2k" | "virtio" | "none";
+export type NicModel = "ne2k" | "none";
 
 /** v86 fixes a device's PCI slot; these are the ones we give away or take off. */
 export const PCI_SLOT = { ide: 0x1e, ne2k: 0x05 } as const;
@@ -32,12 +32,10 @@ export function blacklist(...initcalls: string[]): string {
 
 /**
  * A role's machine before the device manager plugs in physical devices:
- * those come only from capabilities. `nicModel` is a NIC the role's own
- * device model would provide (the application VM's virtio-net, issue 5).
+ * those come only from capabilities.
  */
 export interface RoleConfig {
   role: string;
   memoryMiB: number;
   cmdline: string;
-  nicModel?: NicModel;
 }

@@ -9,6 +9,7 @@ import { Worker } from "node:worker_threads";
 import type { ImageSet } from "../../images/build.js";
 import { parseControlLine, type ControlMessage, type PciFunction } from "./control-message.js";
 import { compileV86Wasm } from "../v86/adapter.js";
+import type { Service } from "../kernel/capability.js";
 import type { DeviceSpec, FromWorker, ToWorker, WorkerData, WorkerSpec } from "./messages.js";
 import type { SnapshotRef, SnapshotStore } from "./snapshot.js";
 import type { MachineConfig } from "./spec.js";
@@ -490,6 +491,27 @@ export class VirtualMachine extends EventEmitter {
     return this.ask(p, "BH1 inventory", () => (clearTimeout(this.inventory?.timer), (this.inventory = undefined)));
   }
 
+  /**
+   * Fault injection: the driver VM's helper writes `count` malformed entries
+   * into its shared ring, as a compromised driver VM would.
+   */
+  garbage(count: number, timeoutMs = 5000): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => (this.off("control", on), reject(new VmError(this.role, "timeout", `garbage got no answer from the ${this.role} VM`))), timeoutMs);
+      const on = (msg: ControlMessage) => {
+        if (msg.kind === "garbage-sent") (clearTimeout(timer), this.off("control", on), resolve(msg.count));
+      };
+      this.on("control", on);
+      try {
+        this.channelSend(`BH1 garbage ${count}`);
+      } catch (err) {
+        clearTimeout(timer);
+        this.off("control", on);
+        reject(err);
+      }
+    });
+  }
+
   /** After a restore the guest clock is at snapshot time: set it to now. */
   private setClock(timeoutMs = 2000): Promise<void> {
     const now = Date.now();
@@ -510,17 +532,17 @@ export class VirtualMachine extends EventEmitter {
   }
 
   /** Hands the VM's devices a channel to a peer task (the kernel made it). */
-  attachChannel(channel: unknown): void {
-    this.send({ type: "attach-channel", channel });
+  attachChannel(service: Service, channel: unknown): void {
+    this.send({ type: "attach-channel", service, channel });
   }
 
-  detachChannel(): void {
-    if (this.worker) this.send({ type: "detach-channel" });
+  detachChannel(service: Service): void {
+    if (this.worker) this.send({ type: "detach-channel", service });
   }
 
   /** The peer is given up: the devices fail their requests with an error instead of waiting. */
-  failChannel(reason: string): void {
-    if (this.worker) this.send({ type: "fail-channel", reason });
+  failChannel(service: Service, reason: string): void {
+    if (this.worker) this.send({ type: "fail-channel", service, reason });
   }
 
   /** Counters of the VM's host-side devices. */

@@ -156,6 +156,7 @@ async function start(): Promise<Machine> {
     }
   }
   await machine.run();
+  for (const d of devices) d.onRun?.();
   if (state) for (const d of devices) d.afterRestore?.();
   post({ type: "loaded", restored: state !== undefined, ms: performance.now() - t1 });
   return machine;
@@ -210,14 +211,15 @@ start().then(
           break;
         case "die":
           process.exit(70);
+        // Each channel goes to the device that serves its service.
         case "attach-channel":
-          for (const d of devices) d.attachChannel?.(msg.channel);
+          for (const d of devices) if (d.service === msg.service) d.attachChannel?.(msg.channel);
           break;
         case "detach-channel":
-          for (const d of devices) d.detachChannel?.();
+          for (const d of devices) if (d.service === msg.service) d.detachChannel?.();
           break;
         case "fail-channel":
-          for (const d of devices) d.failPeer?.(msg.reason);
+          for (const d of devices) if (d.service === msg.service) d.failPeer?.(msg.reason);
           break;
         case "device-status":
           post({ type: "device-status", devices: Object.fromEntries(devices.map((d) => [d.name, d.status?.() ?? null])) });

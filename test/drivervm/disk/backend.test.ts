@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { BlockBackEnd } from "../../../dist/drivervm/disk/backend.js";
 import { RING, WINDOW } from "../../../dist/drivervm/disk/guest-ring.js";
 import { ImageFile } from "../../../dist/drivervm/disk/image-file.js";
-import { GuestWindow, WindowRegistration } from "../../../dist/drivervm/disk/window.js";
+import { GuestWindow, WindowRegistration } from "../../../dist/drivervm/window.js";
 import type { Machine } from "../../../dist/hypervisor/v86/adapter.js";
 import type { BackendResponse } from "../../../dist/bridge/virtio-blk/device.js";
 
@@ -146,7 +146,7 @@ describe("BlockBackEnd (disk VM side)", () => {
 
 describe("WindowRegistration (what blkback reports)", () => {
   const lines = (runs: string) => {
-    const reg = new WindowRegistration(MEMORY_PAGES);
+    const reg = new WindowRegistration(MEMORY_PAGES, WINDOW.PAGES);
     reg.addLine(["0", runs]);
     return reg;
   };
@@ -166,7 +166,7 @@ describe("WindowRegistration (what blkback reports)", () => {
 
   it("refuses malformed lines", () => {
     expect(() => lines("zz+1")).toThrow(/bad run/);
-    expect(() => new WindowRegistration(MEMORY_PAGES).addLine(["5", "64+1"])).toThrow(/starts at page 5, expected 0/);
+    expect(() => new WindowRegistration(MEMORY_PAGES, WINDOW.PAGES).addLine(["5", "64+1"])).toThrow(/starts at page 5, expected 0/);
     expect(() => lines(`64+${WINDOW.PAGES + 1}`)).toThrow(/larger than agreed/);
   });
 });

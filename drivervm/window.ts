@@ -1,10 +1,11 @@
-// The disk VM helper's pinned window, as the host sees it: page frame
+// A driver VM helper's pinned window (blkback's, netback's), as the host sees it: page frame
 // numbers reported once by the helper, turned into a map from window
 // offsets to guest physical addresses. The helper is untrusted: a frame
 // outside the VM's RAM, a repeated frame or a wrong count is refused. The
 // window belongs to the driver VM, so a lying helper can only hurt itself.
-import type { Machine } from "../../hypervisor/v86/adapter.js";
-import { WINDOW } from "./guest-ring.js";
+import type { Machine } from "../hypervisor/v86/adapter.js";
+
+const PAGE = 4096;
 
 export class WindowError extends Error {
   override readonly name = "WindowError";
@@ -15,7 +16,11 @@ export class WindowRegistration {
   private readonly pfns: number[] = [];
   private done = false;
 
-  constructor(private readonly memoryPages: number) {}
+  /** memoryPages: the VM's RAM; windowPages: the size helper and host agreed on. */
+  constructor(
+    private readonly memoryPages: number,
+    private readonly windowPages: number,
+  ) {}
 
   /** `BH1 window-pfns <first_page_index> <pfnhex>+<count>,...` */
   addLine(args: string[]): void {
@@ -28,7 +33,7 @@ export class WindowRegistration {
       if (!m) throw new WindowError(`bad run ${JSON.stringify(run.slice(0, 40))}`);
       const start = parseInt(m[1], 16);
       const count = Number(m[2]);
-      if (count === 0 || this.pfns.length + count > WINDOW.PAGES) throw new WindowError("window larger than agreed");
+      if (count === 0 || this.pfns.length + count > this.windowPages) throw new WindowError("window larger than agreed");
       for (let i = 0; i < count; i++) this.pfns.push(start + i);
     }
   }
@@ -38,8 +43,8 @@ export class WindowRegistration {
     const total = Number(args[0]);
     const deviceBytes = Number(args[1]);
     if (args.length !== 2 || !Number.isInteger(total) || !Number.isInteger(deviceBytes)) throw new WindowError("bad window-end line");
-    if (total !== WINDOW.PAGES || this.pfns.length !== WINDOW.PAGES) {
-      throw new WindowError(`window has ${this.pfns.length} pages (announced ${total}), expected ${WINDOW.PAGES}`);
+    if (total !== this.windowPages || this.pfns.length !== this.windowPages) {
+      throw new WindowError(`window has ${this.pfns.length} pages (announced ${total}), expected ${this.windowPages}`);
     }
     const seen = new Set<number>();
     for (const pfn of this.pfns) {
@@ -61,8 +66,8 @@ export class GuestWindow {
     let done = 0;
     while (done < data.length) {
       const at = offset + done;
-      const inPage = Math.min(WINDOW.PAGE - (at % WINDOW.PAGE), data.length - done);
-      machine.writePhysical(this.pfns[Math.floor(at / WINDOW.PAGE)] * WINDOW.PAGE + (at % WINDOW.PAGE), data.subarray(done, done + inPage));
+      const inPage = Math.min(PAGE - (at % PAGE), data.length - done);
+      machine.writePhysical(this.pfns[Math.floor(at / PAGE)] * PAGE + (at % PAGE), data.subarray(done, done + inPage));
       done += inPage;
     }
   }
@@ -75,8 +80,8 @@ export class GuestWindow {
     let done = 0;
     while (done < length) {
       const at = offset + done;
-      const inPage = Math.min(WINDOW.PAGE - (at % WINDOW.PAGE), length - done);
-      const phys = this.pfns[Math.floor(at / WINDOW.PAGE)] * WINDOW.PAGE + (at % WINDOW.PAGE);
+      const inPage = Math.min(PAGE - (at % PAGE), length - done);
+      const phys = this.pfns[Math.floor(at / PAGE)] * PAGE + (at % PAGE);
       out.set(mem.subarray(phys, phys + inPage), done);
       done += inPage;
     }
@@ -95,7 +100,7 @@ export class GuestWindow {
   }
 
   private check(offset: number, length: number): void {
-    if (offset < 0 || length < 0 || offset + length > this.pfns.length * WINDOW.PAGE) {
+    if (offset < 0 || length < 0 || offset + length > this.pfns.length * PAGE) {
       throw new WindowError(`window access ${offset}+${length} outside the window`);
     }
   }

@@ -1,0 +1,143 @@
+// The application VM's virtio-net device: a real virtio PCI function whose
+// stock Linux driver (virtio_net) sends and receives Ethernet frames. Frames
+// the guest sends go out on the net link; frames from the link go into the
+// receive buffers the guest has posted. The link stays up in the guest
+// while the net VM reboots: frames in the gap are dropped and counted, and
+// TCP retransmits them.
+import { addVirtioDevice, type Machine, type VirtioDevice } from "../../hypervisor/v86/adapter.js";
+import { MAX_FRAME, frameProblem } from "../frame-message.js";
+import { NetMetrics } from "./metrics.js";
+
+/** The virtio-net PCI function's place in the app VM (a free slot). */
+export const VIRTIO_NET_SLOT = 0x0e;
+/** The app VM's MAC address: fixed, so that a DHCP lease outlives a restore. */
+export const APP_MAC = "52:54:00:12:34:56";
+
+const RX = 0;
+const TX = 1;
+const QUEUE_SIZE = 256;
+/** virtio_net_hdr with num_buffers: 12 bytes in front of every frame (VERSION_1). */
+const HEADER_BYTES = 12;
+// Feature bits: MTU 3, MAC 5, STATUS 16. No checksum or segmentation
+// offloads (the guest computes checksums, frames stay <= 1514 bytes) and no
+// EVENT_IDX (V86-NOTES.md).
+const FEATURES = [3, 5, 16];
+const LINK_UP = 1;
+const MTU = MAX_FRAME - 14;
+/** Frames from the link waiting for the guest to post receive buffers. */
+const BACKLOG_MAX = 512;
+
+/** Where frames from the guest go; send() returns false when the link is down or full. */
+export interface NetLink {
+  send(frame: Uint8Array): boolean;
+}
+
+export function parseMac(mac: string): Uint8Array {
+  const parts = mac.split(":").map((p) => parseInt(p, 16));
+  if (parts.length !== 6 || parts.some((p) => !(p >= 0 && p <= 255))) throw new RangeError(`bad MAC address ${mac}`);
+  return Uint8Array.from(parts);
+}
+
+export class VirtioNetFrontEnd {
+  readonly metrics = new NetMetrics();
+  private link: NetLink | undefined;
+  private readonly backlog: Uint8Array[] = [];
+  private device!: VirtioDevice;
+
+  constructor(private readonly onViolation: (detail: string) => void = () => {}) {}
+
+  /** Plugs the virtio-net PCI function into a machine that has not run yet. */
+  static create(machine: Machine, mac: string, onViolation?: (detail: string) => void): VirtioNetFrontEnd {
+    const fe = new VirtioNetFrontEnd(onViolation);
+    const macBytes = parseMac(mac);
+    fe.device = addVirtioDevice(machine, {
+      name: "virtio-net",
+      pciSlot: VIRTIO_NET_SLOT,
+      deviceId: 0x1041,
+      subsystemId: 1,
+      features: FEATURES,
+      queueSizes: [QUEUE_SIZE, QUEUE_SIZE],
+      portBase: 0xea00,
+      config: [
+        ...[...macBytes].map((b, i) => ({ bytes: 1 as const, name: `mac${i}`, read: () => b })),
+        { bytes: 2, name: "status", read: () => LINK_UP },
+        { bytes: 2, name: "max_virtqueue_pairs", read: () => 1 },
+        { bytes: 2, name: "mtu", read: () => MTU },
+      ],
+      onNotify: (queue) => (queue === TX ? fe.onTransmit() : fe.deliverBacklog()),
+    });
+    return fe;
+  }
+
+  /** Connects (or reconnects) the net VM. */
+  attach(link: NetLink): void {
+    this.link = link;
+  }
+
+  /** The net VM went away: frames from the guest are dropped until attach(). */
+  detach(): void {
+    this.link = undefined;
+  }
+
+  /** The guest sent frames: each goes out on the link, or is dropped and counted. */
+  private onTransmit(): void {
+    for (let req = this.device.pop(TX); req; req = this.device.pop(TX)) {
+      const length = req.readableBytes - HEADER_BYTES;
+      const problem = req.fault ? "bad-chain" : length < 0 ? "runt" : frameProblem(length);
+      if (problem) {
+        this.metrics.drop("from-guest-malformed");
+        this.onViolation(`app VM sent a malformed frame (${problem}: ${req.fault ?? `${length} bytes`})`);
+      } else {
+        const buf = new Uint8Array(req.readableBytes);
+        req.read(buf);
+        const frame = buf.subarray(HEADER_BYTES);
+        if (!this.link) this.metrics.drop("link-down");
+        else if (!this.link.send(frame)) this.metrics.drop("channel-full");
+        else this.metrics.sent(frame.length);
+      }
+      this.device.complete(TX, req);
+    }
+  }
+
+  /** A frame from the net VM, already validated: into a posted buffer, or the backlog. */
+  receive(frame: Uint8Array): void {
+    if (this.backlog.length === 0 && this.deliver(frame)) return;
+    if (this.backlog.length >= BACKLOG_MAX) return this.metrics.drop("no-guest-buffer");
+    this.backlog.push(frame.slice());
+  }
+
+  /** The guest posted receive buffers: hand it what waits. */
+  private deliverBacklog(): void {
+    while (this.backlog.length > 0 && this.deliver(this.backlog[0])) this.backlog.shift();
+  }
+
+  /** False when the guest has no receive buffer posted (the frame is kept). */
+  private deliver(frame: Uint8Array): boolean {
+    const req = this.device.pop(RX);
+    if (!req) return false;
+    if (req.fault || req.writableBytes < HEADER_BYTES + frame.length) {
+      this.metrics.drop("guest-buffer-bad");
+      this.onViolation(`app VM posted an unusable receive buffer (${req.fault ?? `${req.writableBytes} bytes`})`);
+    } else {
+      const out = new Uint8Array(HEADER_BYTES + frame.length);
+      out[10] = 1; // num_buffers, little-endian
+      out.set(frame, HEADER_BYTES);
+      req.write(out);
+      this.metrics.received(frame.length);
+    }
+    this.device.complete(RX, req);
+    return true;
+  }
+
+  status(): ReturnType<NetMetrics["snapshot"]> & { linkUp: boolean; backlog: number } {
+    return { ...this.metrics.snapshot(), linkUp: this.link !== undefined, backlog: this.backlog.length };
+  }
+
+  getState(): unknown {
+    return this.device.getState();
+  }
+
+  setState(state: unknown): void {
+    this.device.setState(state);
+  }
+}

@@ -1,0 +1,74 @@
+// The net VM's back end as a device of the net VM's worker: it learns
+// netback's window from the control line, takes the app VM's frames from
+// the net channel and sends netback's frames back on it.
+import { ChannelEndpoint, type ChannelDescriptor } from "../../bridge/channel.js";
+import { decodeFrame, encodeFrame } from "../../bridge/frame-message.js";
+import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
+import { WindowRegistration } from "../window.js";
+import { NetBackEnd } from "./backend.js";
+import { NET_DOORBELL_PORT, NET_RING } from "./frame-ring.js";
+
+export function netBackEndDevice(ctx: DeviceContext): HostDevice {
+  let endpoint: ChannelEndpoint | undefined;
+  let registration: WindowRegistration | undefined;
+  const channelDrops = { "link-down": 0, "channel-full": 0, "from-peer-malformed": 0 };
+  let reported = 0;
+  const backEnd = new NetBackEnd(
+    ctx.machine,
+    () => ctx.kick(),
+    (frame) => {
+      if (!endpoint) channelDrops["link-down"]++;
+      else if (!endpoint.send(encodeFrame(frame))) channelDrops["channel-full"]++;
+    },
+    (detail) => ctx.violation(`netback: ${detail}`),
+  );
+  ctx.machine.claimDoorbellPort(NET_DOORBELL_PORT, () => backEnd.onDoorbell());
+  return {
+    name: "net",
+    service: "net",
+    onControlLine(verb, args) {
+      try {
+        if (verb === "window-pfns") {
+          (registration ??= new WindowRegistration(Math.floor(ctx.machine.memory().length / 4096), NET_RING.WINDOW_PAGES)).addLine(args);
+          return true;
+        }
+        if (verb === "window-end") {
+          if (!registration) throw new Error("window-end before window-pfns");
+          const { window } = registration.finish(args);
+          registration = undefined;
+          backEnd.attachWindow(window);
+          ctx.ready();
+          return true;
+        }
+      } catch (err) {
+        registration = undefined;
+        ctx.violation(`netback window: ${(err as Error).message}`);
+        return true;
+      }
+      return false;
+    },
+    onKick: () => backEnd.onDoorbell(),
+    attachChannel(channel) {
+      endpoint?.close();
+      const ep = new ChannelEndpoint(channel as ChannelDescriptor);
+      endpoint = ep;
+      ep.onMessage((msg) => {
+        const frame = decodeFrame(msg);
+        if ("code" in frame) {
+          channelDrops["from-peer-malformed"]++;
+          if (reported++ % 100 === 0) ctx.violation(`app VM front end sent a malformed frame message: ${frame.code}: ${frame.detail}`);
+        } else backEnd.send(frame);
+      });
+    },
+    detachChannel() {
+      endpoint?.close();
+      endpoint = undefined;
+    },
+    // After a restore the worker is new: ask netback to register its window again.
+    afterRestore: () => ctx.sendControl("BH1 window"),
+    status: () => {
+      const s = backEnd.status();
+      return { ...s, drops: { ...(s.drops as object), ...Object.fromEntries(Object.entries(channelDrops).filter(([, n]) => n > 0)) } };
+    },
+  };
+}

@@ -1,0 +1,102 @@
+// The cable between a machine's NE2000 and the wire (drivervm/net/wire.ts):
+// a Unix socket to the wire process, carrying each frame behind a 4-byte
+// big-endian length (QEMU's stream format). The wire outlives the machine;
+// this end is re-plugged by the machine's next worker.
+//
+// v86's NE2000 drops frames silently when its 16-page receive ring is full,
+// so frames from the wire wait here until the NIC has room.
+import { connect, type Socket } from "node:net";
+import { frameProblem } from "../../bridge/frame-message.js";
+import type { Nic } from "../../hypervisor/v86/adapter.js";
+import type { HostDevice } from "../../hypervisor/vm/host-device.js";
+import { NetMetrics } from "../../bridge/virtio-net/metrics.js";
+
+const BACKLOG_MAX = 256;
+const RECONNECT_MS = 200;
+/** How often a waiting backlog checks the NIC for room (v86 tells no one when the guest frees it). */
+const PACE_MS = 1;
+
+export type WireDrop = "no-wire" | "nic-full" | "from-wire-malformed" | "from-nic-malformed";
+
+export function wireLinkDevice(nic: Nic, socketPath: string, log: (line: string) => void): HostDevice {
+  /** Out: frames the NIC sent onto the wire. In: frames the wire gave the NIC. */
+  const metrics = new NetMetrics();
+  const drops: Partial<Record<WireDrop, number>> = {};
+  const drop = (reason: WireDrop) => (drops[reason] = (drops[reason] ?? 0) + 1);
+  const backlog: Uint8Array[] = [];
+  let socket: Socket | undefined;
+  let connected = false;
+  let stopped = false;
+  let pending: Buffer = Buffer.alloc(0);
+  let pacer: NodeJS.Timeout | undefined;
+  let connects = 0;
+
+  const deliver = () => {
+    pacer = undefined;
+    while (backlog.length > 0 && nic.canReceive(backlog[0].length)) {
+      const frame = backlog.shift()!;
+      nic.receive(frame);
+      metrics.received(frame.length);
+    }
+    if (backlog.length > 0) pacer = setTimeout(deliver, PACE_MS);
+  };
+
+  const onData = (chunk: Buffer) => {
+    pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    while (pending.length >= 4) {
+      const length = pending.readUInt32BE(0);
+      if (length > 65535) {
+        // The wire is our own process: a broken stream is a bug there. Start over.
+        log(`wire stream broken (length ${length}); reconnecting`);
+        socket?.destroy();
+        return;
+      }
+      if (pending.length < 4 + length) break;
+      const frame = new Uint8Array(pending.subarray(4, 4 + length));
+      pending = pending.subarray(4 + length);
+      if (frameProblem(length)) drop("from-wire-malformed");
+      else if (backlog.length >= BACKLOG_MAX) drop("nic-full");
+      else backlog.push(frame);
+    }
+    if (backlog.length > 0 && !pacer) deliver();
+  };
+
+  const plug = () => {
+    if (stopped) return;
+    const s = connect(socketPath);
+    socket = s;
+    pending = Buffer.alloc(0);
+    s.setNoDelay?.(true);
+    s.on("connect", () => {
+      connected = true;
+      connects++;
+    });
+    s.on("data", onData);
+    s.on("error", () => {});
+    s.on("close", () => {
+      connected = false;
+      if (socket === s && !stopped) setTimeout(plug, RECONNECT_MS);
+    });
+  };
+
+  nic.onTransmit((frame) => {
+    if (frameProblem(frame.length)) return drop("from-nic-malformed");
+    if (!connected || !socket) return drop("no-wire");
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32BE(frame.length, 0);
+    socket.write(Buffer.concat([head, frame]));
+    metrics.sent(frame.length);
+  });
+
+  return {
+    name: "wire",
+    // Plugged in only when the machine runs: a spare worker waiting to be
+    // restored must not take the wire from the machine that is using it.
+    onRun: plug,
+    status: () => ({ socket: socketPath, connected, connects, ...metrics.snapshot(), drops: { ...drops }, backlog: backlog.length }),
+    // The cable is not part of a snapshot: frames waiting for the NIC are dropped with the old machine.
+    setState: () => {
+      backlog.length = 0;
+    },
+  };
+}

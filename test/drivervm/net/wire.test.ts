@@ -1,0 +1,344 @@
+// The wire behind the net VM's NIC: slirp-wire spoken to with raw frames.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { buildHostTools } from "../../../dist/images/host-tools.js";
+import { cacheDir, projectRoot } from "../../../dist/images/paths.js";
+import {
+  GATEWAY_IP,
+  GATEWAY_MAC,
+  GUEST_IP,
+  GUEST_MAC,
+  PROTO_UDP,
+  TH,
+  WireClient,
+  arpWhoHas,
+  dhcpDiscoverFrame,
+  dhcpOptions,
+  icmpEchoFrame,
+  lengthPrefix,
+  tcpFrame,
+  udpFrame,
+  type Parsed,
+} from "./frames.js";
+
+interface Counters {
+  to_slirp_frames: number;
+  to_client_frames: number;
+  dropped_malformed: number;
+  dropped_no_client: number;
+  dropped_would_block: number;
+  refused_by_policy: number;
+  clients: number;
+}
+
+interface Wire {
+  path: string;
+  proc: ChildProcess;
+  stderr: () => string;
+  /** SIGTERM; resolves with the exit code and the counters printed at exit. */
+  stop: () => Promise<{ code: number | null; counters: Counters }>;
+}
+
+let bin = "";
+const cleanup: Array<() => void> = [];
+
+beforeAll(async () => {
+  bin = (await buildHostTools(projectRoot(), cacheDir(), (msg) => process.stderr.write(`[host-tools] ${msg}\n`))).slirpWire;
+});
+
+afterEach(() => {
+  for (const f of cleanup.splice(0)) f();
+});
+
+const lastCounters = (text: string): Counters => {
+  const line = text.split("\n").filter((l) => l.startsWith("{")).pop();
+  if (!line) throw new Error(`no counters in: ${text}`);
+  return JSON.parse(line) as Counters;
+};
+
+async function startWire(...args: string[]): Promise<Wire> {
+  const path = join(mkdtempSync(join(tmpdir(), "bh-wire-")), "wire.sock");
+  const proc = spawn(bin, ["--socket", path, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  proc.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
+  cleanup.push(() => proc.exitCode === null && proc.kill("SIGKILL"));
+  await new Promise<void>((resolve, reject) => {
+    let out = "";
+    proc.stdout!.on("data", (c: Buffer) => {
+      out += c.toString();
+      if (out === "ready\n") resolve();
+    });
+    void exited.then((code) => reject(new Error(`slirp-wire exited (${code}) before ready: ${stderr}`)));
+    setTimeout(() => reject(new Error("slirp-wire not ready within 5 s")), 5000);
+  });
+  return {
+    path,
+    proc,
+    stderr: () => stderr,
+    stop: async () => {
+      proc.kill("SIGTERM");
+      const code = await exited;
+      return { code, counters: lastCounters(stderr) };
+    },
+  };
+}
+
+async function client(wire: Wire): Promise<WireClient> {
+  const c = await WireClient.connect(wire.path);
+  cleanup.push(() => c.close());
+  return c;
+}
+
+/** A TCP server on host 127.0.0.1, which the guest reaches as 10.0.2.2. */
+async function hostServer(): Promise<{ port: number; connections: Socket[]; server: Server }> {
+  const connections: Socket[] = [];
+  const server = createServer((s) => {
+    connections.push(s);
+    s.on("error", () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanup.push(() => {
+    for (const s of connections) s.destroy();
+    server.close();
+  });
+  return { port: (server.address() as AddressInfo).port, connections, server };
+}
+
+/** A port on 127.0.0.1 that nobody listens on. */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((resolve) => s.close(resolve));
+  return port;
+}
+
+const isTcpFrom = (port: number) => (p: Parsed) => p.tcp?.sport === port && p.ip?.src === GATEWAY_IP;
+const randomSeq = () => Math.floor(Math.random() * 0xffffffff);
+const until = async (what: string, cond: () => boolean, ms = 2000) => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+describe("slirp-wire", () => {
+  it("offers 10.0.2.15 with router 10.0.2.2 over DHCP", async () => {
+    const wire = await startWire();
+    const c = await client(wire);
+    const xid = 0x1234abcd;
+    c.send(dhcpDiscoverFrame(xid));
+    const offer = await c.next("DHCP OFFER", (p) => p.udp?.sport === 67 && p.udp.dport === 68 && p.udp.payload.readUInt32BE(4) === xid);
+    const bootp = offer.udp!.payload;
+    expect(bootp[0]).toBe(2); // BOOTREPLY
+    expect([...bootp.subarray(16, 20)].join(".")).toBe(GUEST_IP); // yiaddr
+    const opts = dhcpOptions(bootp);
+    expect(opts.get(53)?.[0]).toBe(2); // OFFER
+    expect([...(opts.get(3) ?? [])].join(".")).toBe(GATEWAY_IP);
+    expect([...(opts.get(6) ?? [])].join(".")).toBe("10.0.2.3");
+    expect(offer.ip!.checksumOk).toBe(true);
+  });
+
+  it("answers ARP for the gateway and ICMP echo to it", async () => {
+    const wire = await startWire();
+    const c = await client(wire);
+    c.send(arpWhoHas(GATEWAY_IP));
+    const reply = await c.next("ARP reply", (p) => p.arp?.op === 2);
+    expect(reply.arp).toMatchObject({ senderIp: GATEWAY_IP, senderMac: GATEWAY_MAC, targetIp: GUEST_IP, targetMac: GUEST_MAC });
+    expect(reply.dst).toBe(GUEST_MAC);
+
+    c.send(icmpEchoFrame(GATEWAY_IP, 0x4242, 7, Buffer.from("bulkhead ping")));
+    const pong = await c.next("ICMP echo reply", (p) => p.icmp?.type === 0);
+    expect(pong.ip!.src).toBe(GATEWAY_IP);
+    expect(pong.icmp).toMatchObject({ id: 0x4242, seq: 7 });
+    expect(pong.icmp!.payload.toString()).toBe("bulkhead ping");
+  });
+
+  it("connects a SYN to 10.0.2.2 through to a service on host 127.0.0.1", async () => {
+    const srv = await hostServer();
+    const wire = await startWire();
+    const c = await client(wire);
+    await c.announce();
+    const seq = randomSeq();
+    c.send(tcpFrame(GATEWAY_IP, { sport: 40001, dport: srv.port, seq, flags: TH.SYN }));
+    const synAck = await c.next("SYN-ACK", isTcpFrom(srv.port));
+    expect(synAck.tcp!.flags & (TH.SYN | TH.ACK | TH.RST)).toBe(TH.SYN | TH.ACK);
+    expect(synAck.tcp!.ack).toBe((seq + 1) >>> 0);
+    expect(synAck.tcp!.dport).toBe(40001);
+    expect(synAck.tcp!.checksumOk).toBe(true);
+    await until("the host service to see the connection", () => srv.connections.length === 1);
+  });
+
+  it("refuses ports outside --allow-ports with its own RST, and passes the allowed ones", async () => {
+    const denied = await hostServer();
+    const allowed = await hostServer();
+    const wire = await startWire("--allow-ports", `1,${allowed.port}`);
+    const c = await client(wire);
+    await c.announce();
+
+    const seq = randomSeq();
+    c.send(tcpFrame(GATEWAY_IP, { sport: 40002, dport: denied.port, seq, flags: TH.SYN }));
+    const rst = await c.next("RST from the port policy", isTcpFrom(denied.port), 1000);
+    expect(rst.tcp).toMatchObject({ dport: 40002, seq: 0, ack: (seq + 1) >>> 0, flags: TH.RST | TH.ACK, checksumOk: true });
+    expect(rst.ip).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP, checksumOk: true });
+    expect(rst.src).toBe(GATEWAY_MAC);
+    expect(rst.dst).toBe(GUEST_MAC);
+
+    c.send(udpFrame(GATEWAY_MAC, GUEST_IP, GATEWAY_IP, 40003, denied.port, Buffer.from("dropped")));
+    c.send(tcpFrame(GATEWAY_IP, { sport: 40004, dport: allowed.port, seq, flags: TH.SYN }));
+    const synAck = await c.next("SYN-ACK on the allowed port", isTcpFrom(allowed.port));
+    expect(synAck.tcp!.flags & (TH.SYN | TH.ACK | TH.RST)).toBe(TH.SYN | TH.ACK);
+    await until("the allowed service to see the connection", () => allowed.connections.length === 1);
+
+    const { code, counters } = await wire.stop();
+    expect(code).toBe(0);
+    expect(counters.refused_by_policy).toBe(2);
+    expect(denied.connections.length).toBe(0);
+    expect(c.received.filter((p) => p.ip?.proto === PROTO_UDP)).toEqual([]);
+  });
+
+  it("lets slirp answer a SYN to a closed host port with a RST, promptly", async () => {
+    const port = await closedPort();
+    const wire = await startWire();
+    const c = await client(wire);
+    await c.announce();
+    const seq = randomSeq();
+    const t0 = Date.now();
+    c.send(tcpFrame(GATEWAY_IP, { sport: 40005, dport: port, seq, flags: TH.SYN }));
+    const rst = await c.next("RST for a closed port", isTcpFrom(port), 2000);
+    expect(rst.tcp!.flags & TH.RST).toBe(TH.RST);
+    expect(rst.tcp!.ack).toBe((seq + 1) >>> 0);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it("skips runt and oversized frames and serves the next one; closes on a broken length", async () => {
+    const wire = await startWire();
+    const c = await client(wire);
+    c.sendRaw(Buffer.concat([lengthPrefix(5), Buffer.alloc(5, 0xee)]));
+    c.sendRaw(Buffer.concat([lengthPrefix(3000), Buffer.alloc(3000, 0xee)]));
+    // The valid frame in two pieces, to cross a read boundary.
+    const arp = Buffer.concat([lengthPrefix(42), arpWhoHas(GATEWAY_IP)]);
+    c.sendRaw(arp.subarray(0, 7));
+    await new Promise((r) => setTimeout(r, 50));
+    c.sendRaw(arp.subarray(7));
+    await c.next("ARP reply after the bad frames", (p) => p.arp?.op === 2);
+
+    c.sendRaw(lengthPrefix(0x00100000));
+    await c.closed;
+    const c2 = await client(wire);
+    c2.send(arpWhoHas(GATEWAY_IP));
+    await c2.next("ARP reply on a new connection", (p) => p.arp?.op === 2);
+
+    const { counters } = await wire.stop();
+    expect(counters.dropped_malformed).toBe(2);
+    expect(wire.stderr()).toMatch(/frame length 1048576 from client/);
+  });
+
+  it("lets a new client replace the old one, keeping slirp's TCP connections", async () => {
+    const srv = await hostServer();
+    const wire = await startWire();
+    const c1 = await client(wire);
+    await c1.announce();
+    const seq = randomSeq();
+    const sport = 40006;
+    c1.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq, flags: TH.SYN }));
+    const synAck = await c1.next("SYN-ACK", isTcpFrom(srv.port));
+    const ack = (synAck.tcp!.seq + 1) >>> 0;
+    c1.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 1, ack, flags: TH.ACK | TH.PSH, payload: Buffer.from("hello ") }));
+    await until("the host service to see the connection", () => srv.connections.length === 1);
+    let got = "";
+    srv.connections[0].on("data", (d: Buffer) => (got += d.toString()));
+    await until("the first bytes", () => got === "hello ");
+
+    // A frame for the guest while nobody is plugged in is dropped.
+    c1.close();
+    await c1.closed;
+    await new Promise((r) => setTimeout(r, 50));
+    srv.connections[0].write("lost");
+    await new Promise((r) => setTimeout(r, 100));
+
+    // The next machine's NIC, mid-connection, and then a third that replaces it.
+    const c2 = await client(wire);
+    c2.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 7, ack, flags: TH.ACK | TH.PSH, payload: Buffer.from("world") }));
+    await until("the bytes sent after the client change", () => got === "hello world");
+    const c3 = await client(wire);
+    await c2.closed;
+    c3.send(arpWhoHas(GATEWAY_IP));
+    await c3.next("ARP reply on the replacing client", (p) => p.arp?.op === 2);
+
+    const { counters } = await wire.stop();
+    expect(counters.clients).toBe(3);
+    expect(counters.dropped_no_client).toBeGreaterThanOrEqual(1);
+  });
+
+  it("drops frames whole when the client stops reading, and the stream stays in step", async () => {
+    const CONNS = 32;
+    const srv = await hostServer();
+    const wire = await startWire();
+    const c = await client(wire);
+    await c.announce();
+    // Many connections, each allowed 64 KiB in flight, to overrun the socket buffer.
+    const seqs = Array.from({ length: CONNS }, randomSeq);
+    seqs.forEach((seq, i) => c.send(tcpFrame(GATEWAY_IP, { sport: 41000 + i, dport: srv.port, seq, flags: TH.SYN })));
+    for (let i = 0; i < CONNS; i++) {
+      const synAck = await c.next("SYN-ACK", (p) => isTcpFrom(srv.port)(p) && p.tcp!.dport === 41000 + i);
+      const ack = (synAck.tcp!.seq + 1) >>> 0;
+      c.send(tcpFrame(GATEWAY_IP, { sport: 41000 + i, dport: srv.port, seq: seqs[i] + 1, ack, flags: TH.ACK }));
+    }
+    await until("all connections", () => srv.connections.length === CONNS);
+
+    c.socket.pause();
+    for (const s of srv.connections) s.write(Buffer.alloc(96 * 1024, 0x5a));
+    let counters: Counters | undefined;
+    await until(
+      "frames dropped for a full socket " + JSON.stringify(counters),
+      () => {
+        wire.proc.kill("SIGUSR1");
+        counters = wire.stderr().includes("{") ? lastCounters(wire.stderr()) : undefined;
+        if (Math.random() < 0.05) console.log("DBG", JSON.stringify(counters), srv.connections.map((s) => s.writableLength).join(","));
+        return (counters?.dropped_would_block ?? 0) > 0;
+      },
+      5000,
+    );
+    console.log(JSON.stringify(counters));
+    c.socket.resume();
+    await until("the backlog to drain", () => c.received.length >= counters!.to_client_frames - 1, 5000);
+
+    expect(c.errors).toEqual([]);
+    const data = c.received.filter((p) => p.tcp && p.tcp.payload.length > 0);
+    expect(data.length).toBeGreaterThan(100);
+    for (const p of c.received) {
+      expect(p.type).toBe(0x0800);
+      expect(p.ip!.checksumOk).toBe(true);
+      if (p.tcp) expect(p.tcp.checksumOk).toBe(true);
+    }
+    for (const p of data) expect(p.tcp!.payload.every((b) => b === 0x5a)).toBe(true);
+  });
+
+  it("prints counters on SIGUSR1; SIGTERM exits 0 and removes the socket", async () => {
+    const wire = await startWire();
+    const c = await client(wire);
+    c.send(arpWhoHas(GATEWAY_IP));
+    await c.next("ARP reply", (p) => p.arp?.op === 2);
+    wire.proc.kill("SIGUSR1");
+    await until("counters on stderr", () => wire.stderr().includes("{"));
+    expect(lastCounters(wire.stderr())).toMatchObject({ to_slirp_frames: 1, to_client_frames: 1, clients: 1 });
+    expect(existsSync(wire.path)).toBe(true);
+    const { code } = await wire.stop();
+    expect(code).toBe(0);
+    expect(existsSync(wire.path)).toBe(false);
+    await c.closed;
+  });
+
+  it("refuses bad arguments with exit 1", async () => {
+    const proc = spawn(bin, ["--socket", join(tmpdir(), "bh-wire-bad.sock"), "--allow-ports", "80,http"], { stdio: "ignore" });
+    const code = await new Promise((resolve) => proc.on("exit", resolve));
+    expect(code).toBe(1);
+  });
+});
