@@ -13,8 +13,12 @@ import { NetMetrics } from "../../bridge/virtio-net/metrics.js";
 
 const BACKLOG_MAX = 256;
 const RECONNECT_MS = 200;
-/** How often a waiting backlog checks the NIC for room (v86 tells no one when the guest frees it). */
-const PACE_MS = 1;
+/**
+ * Frames wait for room in the NIC's receive ring; the guest's boundary
+ * write delivers the next ones at once. This timer is only a fallback (a
+ * stopped NIC, for one).
+ */
+const PACE_MS = 2;
 
 export type WireDrop = "no-wire" | "nic-full" | "from-wire-malformed" | "from-nic-malformed";
 
@@ -30,15 +34,25 @@ export function wireLinkDevice(nic: Nic, socketPath: string, log: (line: string)
   let pending: Buffer = Buffer.alloc(0);
   let pacer: NodeJS.Timeout | undefined;
   let connects = 0;
+  let roomEvents = 0;
+  let nudges = 0;
 
   const deliver = () => {
+    clearTimeout(pacer);
     pacer = undefined;
     while (backlog.length > 0 && nic.canReceive(backlog[0].length)) {
       const frame = backlog.shift()!;
       nic.receive(frame);
       metrics.received(frame.length);
     }
-    if (backlog.length > 0) pacer = setTimeout(deliver, PACE_MS);
+    if (backlog.length > 0) {
+      const seen = roomEvents;
+      pacer = setTimeout(() => {
+        // No room freed in a whole period: the guest may have lost the interrupt for what waits.
+        if (roomEvents === seen) (nudges++, nic.nudge());
+        deliver();
+      }, PACE_MS);
+    }
   };
 
   const onData = (chunk: Buffer) => {
@@ -79,6 +93,10 @@ export function wireLinkDevice(nic: Nic, socketPath: string, log: (line: string)
     });
   };
 
+  nic.onRoom(() => {
+    roomEvents++;
+    if (backlog.length > 0) deliver();
+  });
   nic.onTransmit((frame) => {
     if (frameProblem(frame.length)) return drop("from-nic-malformed");
     if (!connected || !socket) return drop("no-wire");
@@ -93,7 +111,7 @@ export function wireLinkDevice(nic: Nic, socketPath: string, log: (line: string)
     // Plugged in only when the machine runs: a spare worker waiting to be
     // restored must not take the wire from the machine that is using it.
     onRun: plug,
-    status: () => ({ socket: socketPath, connected, connects, ...metrics.snapshot(), drops: { ...drops }, backlog: backlog.length }),
+    status: () => ({ socket: socketPath, connected, connects, ...metrics.snapshot(), drops: { ...drops }, backlog: backlog.length, nudges }),
     // The cable is not part of a snapshot: frames waiting for the NIC are dropped with the old machine.
     setState: () => {
       backlog.length = 0;

@@ -35,11 +35,13 @@ interface IoPorts {
 /** v86's NE2000 model (src/ne2k.js): the receive ring's registers, in 256-byte pages. */
 interface Ne2kModel {
   cr: number;
+  isr: number;
   pstart: number;
   pstop: number;
   curpg: number;
   boundary: number;
   receive(frame: Uint8Array): void;
+  do_interrupt(mask: number): void;
 }
 interface Cpu {
   io: IoPorts;
@@ -75,10 +77,10 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
   ["emulator.v86.cpu.write_blob (function)", (c) => typeof c.cpu?.write_blob === "function"],
   ["emulator.v86.cpu.io.register_write (function)", (c) => typeof c.cpu?.io?.register_write === "function"],
   [
-    "emulator.v86.cpu.devices.net (NE2000: receive, cr, pstart, pstop, curpg, boundary)",
+    "emulator.v86.cpu.devices.net (NE2000: receive, do_interrupt, cr, isr, pstart, pstop, curpg, boundary)",
     (c) => {
       const n = c.cpu?.devices?.net as Partial<Ne2kModel> | undefined;
-      return !!n && typeof n.receive === "function" && ["cr", "pstart", "pstop", "curpg", "boundary"].every((k) => typeof n[k as keyof Ne2kModel] === "number");
+      return !!n && typeof n.receive === "function" && typeof n.do_interrupt === "function" && ["cr", "isr", "pstart", "pstop", "curpg", "boundary"].every((k) => typeof n[k as keyof Ne2kModel] === "number");
     },
   ],
 ];
@@ -253,6 +255,15 @@ export interface Nic {
    * silently when its receive ring is full, so the host asks first.
    */
   canReceive(length: number): boolean;
+  /** Called when the guest has taken frames from the receive ring and acknowledged them. */
+  onRoom(listener: () => void): void;
+  /**
+   * Raises the receive interrupt again if frames wait in the ring. Linux's
+   * 8390 driver acknowledges RX after taking at most 10 frames, so a frame
+   * that arrived meanwhile can lose its interrupt; real hardware recovers
+   * through an overrun interrupt that v86's model never raises.
+   */
+  nudge(): void;
   /** Puts a frame on the NIC's receive path and lets the guest take the interrupt. */
   receive(frame: Uint8Array): void;
 }
@@ -262,6 +273,37 @@ export interface Nic {
  * does: a frame takes 1 + (max(60, length) + 4) / 256 pages, and
  * boundary == curpg means empty. A stopped NIC (CR bit 0) takes nothing.
  */
+/**
+ * The guest takes frames out of the receive ring and then acknowledges the
+ * receive interrupt (it clears ISR bit 0); v86 tells no one. Turning the
+ * model's `isr` field into an accessor lets the host deliver the next frames
+ * right after that acknowledgment, which raises a fresh interrupt that the
+ * driver's loop picks up. (Delivering earlier, while the driver still reads
+ * the ring, loses the interrupt of what arrives before its acknowledgment.)
+ */
+const ackWatchers = new WeakMap<Ne2kModel, Array<() => void>>();
+function watchRxAck(model: Ne2kModel): Array<() => void> {
+  let listeners = ackWatchers.get(model);
+  if (listeners) return listeners;
+  const all: Array<() => void> = [];
+  listeners = all;
+  ackWatchers.set(model, all);
+  let value = model.isr;
+  Object.defineProperty(model, "isr", {
+    configurable: true,
+    enumerable: true,
+    get: () => value,
+    set: (v: number) => {
+      const acked = value & ENISR_RX && !(v & ENISR_RX);
+      value = v;
+      if (acked) for (const l of all) l();
+    },
+  });
+  return all;
+}
+
+const ENISR_RX = 0x01;
+
 function ne2kCanReceive(n: Ne2kModel, length: number): boolean {
   if (n.cr & 1) return false;
   const needed = 1 + ((Math.max(60, length) + 4) >> 8);
@@ -409,13 +451,22 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
     ne2k() {
       const c = core(emulator);
       const model = c.cpu.devices.net as Ne2kModel;
+      const room = watchRxAck(model);
       return {
+        onRoom: (listener) => room.push(listener),
         onTransmit(listener) {
           (emulator.add_listener as (event: string, l: (frame: Uint8Array) => void) => void)("net0-send", listener);
         },
         canReceive: (length) => ne2kCanReceive(model, length),
         receive(frame) {
           model.receive(frame);
+          wake(c);
+        },
+        nudge() {
+          // boundary is a page behind the next frame to read: the ring is empty when that is curpg.
+          const next = model.boundary + 1 >= model.pstop ? model.pstart : model.boundary + 1;
+          if (model.cr & 1 || next === model.curpg) return;
+          model.do_interrupt(ENISR_RX);
           wake(c);
         },
       };

@@ -3,26 +3,25 @@
  * network (libslirp, the stack behind QEMU's "-netdev user") that the
  * emulated NIC plugs into through a Unix stream socket.
  *
- *   network 10.0.2.0/24   gateway/host 10.0.2.2   DNS 10.0.2.3
- *   DHCP hands out 10.0.2.15..   IPv4 only
+ *   network 10.0.2.0/24, host/gateway 10.0.2.2, DNS 10.0.2.3,
+ *   DHCP from 10.0.2.15; IPv4 only.
  *
  * Socket protocol (QEMU's stream netdev): each Ethernet frame, without
- * FCS, is preceded by its length as a 4-byte big-endian number. One
- * client at a time: a new connection replaces the current one, as a NIC
- * plugged in after its previous machine died. slirp's state (TCP
- * connections, DHCP leases) outlives clients.
+ * FCS, follows its length as a 4-byte big-endian number. One client at a
+ * time: a new connection replaces the current one, as a NIC plugged in
+ * after its machine died. slirp's state (TCP connections, DHCP leases)
+ * outlives clients; with no client, frames for the guest are dropped.
  *
- * Port policy: with --allow-ports P1,P2,... a guest TCP SYN to the
- * host (10.0.2.2, or loopback named directly) on any other port is refused here with a RST (so connect()
- * fails at once) and never reaches slirp; UDP to such a port is dropped.
+ * Port policy: with --allow-ports P1,P2,... a guest TCP SYN to a host
+ * port not in the list is refused here with a RST (connect() fails at
+ * once) and never reaches slirp; UDP to such a port is dropped.
  *
  * usage: slirp-wire --socket PATH [--allow-ports all|P1,P2,...]
- * Prints "ready" once listening; SIGUSR1 and exit print counters (JSON)
- * on stderr; SIGTERM/SIGINT unlink PATH and exit 0.
+ * Prints "ready" once listening. SIGUSR1, and exit, print counters as a
+ * JSON line on stderr. SIGTERM/SIGINT unlink PATH and exit 0.
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -39,24 +38,19 @@
 
 #define FRAME_MIN 14		/* an Ethernet header */
 #define FRAME_MAX 1514		/* MTU 1500 + header, no FCS */
-#define PREFIX_MAX 65535	/* larger: the stream is out of step */
+#define PREFIX_MAX 65535	/* beyond this the stream is out of step */
 #define CLIENT_SNDBUF (4 << 20)
-#define ETH_IP 0x0800
-#define IPPROTO_TCP_ 6
-#define IPPROTO_UDP_ 17
+#define ETH_P_IPV4 0x0800
+#define PROTO_TCP 6
+#define PROTO_UDP 17
+#define PORT_DHCP 67		/* slirp's own DHCP server; never the host's */
 #define TH_SYN 0x02
 #define TH_RST 0x04
 #define TH_ACK 0x10
-
-#define WIRE_NET "10.0.2.0"
-#define WIRE_MASK "255.255.255.0"
-#define WIRE_HOST "10.0.2.2"
-#define WIRE_DHCP "10.0.2.15"
-#define WIRE_DNS "10.0.2.3"
+#define USAGE "usage: slirp-wire --socket PATH [--allow-ports all|P1,P2,...]"
 
 static struct {
-	uint64_t to_slirp_frames, to_slirp_bytes;
-	uint64_t to_client_frames, to_client_bytes;
+	uint64_t to_slirp_frames, to_slirp_bytes, to_client_frames, to_client_bytes;
 	uint64_t dropped_malformed, dropped_no_client, dropped_would_block;
 	uint64_t refused_by_policy, clients;
 } cnt;
@@ -65,11 +59,12 @@ static Slirp *slirp;
 static struct in_addr host_addr;
 static bool allow_all = true;
 static uint8_t allowed[65536 / 8];
+static volatile sig_atomic_t got_stop, got_usr1;
 
-/* The client: a NIC's end of the wire. */
+/* The client: the NIC's end of the wire, and our parse/send state for it. */
 static struct {
-	int fd;			/* -1: nobody plugged in */
-	bool dead;		/* failed inside a callback; closed by the loop */
+	int fd;			/* -1: nothing plugged in */
+	bool dead;		/* a send failed deep inside slirp; the loop closes it */
 	uint8_t hdr[4];
 	size_t hdr_have;
 	uint32_t skip;		/* bytes left of a frame being discarded */
@@ -79,20 +74,15 @@ static struct {
 	size_t out_off, out_len;
 } cl = { .fd = -1 };
 
-static volatile sig_atomic_t got_stop, got_usr1;
-
-static void on_signal(int sig)
+static void die(const char *what)
 {
-	if (sig == SIGUSR1)
-		got_usr1 = 1;
-	else
-		got_stop = 1;
+	fprintf(stderr, "slirp-wire: %s\n", what);
+	exit(1);
 }
 
 static void print_counters(void)
 {
-	fprintf(stderr,
-		"{\"to_slirp_frames\":%" PRIu64 ",\"to_slirp_bytes\":%" PRIu64
+	fprintf(stderr, "{\"to_slirp_frames\":%" PRIu64 ",\"to_slirp_bytes\":%" PRIu64
 		",\"to_client_frames\":%" PRIu64 ",\"to_client_bytes\":%" PRIu64
 		",\"dropped_malformed\":%" PRIu64 ",\"dropped_no_client\":%" PRIu64
 		",\"dropped_would_block\":%" PRIu64 ",\"refused_by_policy\":%" PRIu64
@@ -110,7 +100,11 @@ static void client_close(const char *why)
 	fprintf(stderr, "slirp-wire: client closed: %s\n", why);
 	close(cl.fd);
 	cl.fd = -1;
-	cl.dead = false;
+}
+
+static bool would_block(void)
+{
+	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
 /* Pushes out the tail of a partly written frame; false while some is left. */
@@ -120,8 +114,7 @@ static bool client_flush(void)
 		ssize_t n = send(cl.fd, cl.out + cl.out_off, cl.out_len - cl.out_off,
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				cl.dead = true;
+			cl.dead |= !would_block();
 			return false;
 		}
 		cl.out_off += n;
@@ -131,10 +124,10 @@ static bool client_flush(void)
 }
 
 /*
- * One frame to the client. Never blocks: when the socket is full the frame
- * is dropped whole (TCP in the guest retransmits). A frame the kernel took
- * only part of must still be finished before any other, or the stream
- * would fall out of step; its tail waits in cl.out.
+ * One frame to the client. Never blocks slirp: when the socket is full the
+ * frame is dropped whole (the guest's TCP retransmits). A frame the kernel
+ * took only part of must be finished before any other, or the stream falls
+ * out of step: its tail waits in cl.out.
  */
 static void client_send(const void *buf, size_t len)
 {
@@ -157,10 +150,10 @@ static void client_send(const void *buf, size_t len)
 	}
 	n = sendmsg(cl.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (n < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
+		if (would_block())
 			cnt.dropped_would_block++;
 		else
-			cl.dead = true;	/* the loop closes it; we may be deep in slirp */
+			cl.dead = true;
 		return;
 	}
 	if ((size_t)n < 4 + len) {
@@ -174,48 +167,48 @@ static void client_send(const void *buf, size_t len)
 }
 
 static uint16_t get16(const uint8_t *p) { return p[0] << 8 | p[1]; }
-static void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v; }
+static void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8, p[1] = v; }
 
-static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len)
+/* The Internet checksum over a 12-byte pseudo header (or none) and data. */
+static uint16_t csum(const uint8_t *pseudo, const uint8_t *p, size_t len)
 {
-	for (; len > 1; p += 2, len -= 2)
-		sum += get16(p);
-	if (len)
-		sum += p[0] << 8;
-	return sum;
-}
+	uint32_t sum = 0;
+	size_t i;
 
-static uint16_t csum_fold(uint32_t sum)
-{
+	for (i = 0; pseudo && i < 12; i += 2)
+		sum += get16(pseudo + i);
+	for (i = 0; i + 1 < len; i += 2)
+		sum += get16(p + i);
+	if (len & 1)
+		sum += p[len - 1] << 8;
 	while (sum >> 16)
 		sum = (sum & 0xffff) + (sum >> 16);
 	return ~sum;
 }
 
 /*
- * Refuses a SYN as a closed port would: RST|ACK acknowledging the SYN
- * (and any data in it), from the gateway's MAC and address to the sender.
+ * Refuses a SYN as a closed port does: RST|ACK acknowledging the SYN (and
+ * any data on it), from the address it was sent to and slirp's gateway MAC.
  */
-static void refuse_syn(const uint8_t *f, const uint8_t *ip, const uint8_t *th,
-		       size_t seg_len)
+static void refuse_syn(const uint8_t *f, const uint8_t *ip, const uint8_t *th, size_t seg_len)
 {
-	uint8_t r[14 + 20 + 20] = { 0 }, *rip = r + 14, *rth = r + 34, pseudo[12];
-	uint32_t seq = (uint32_t)get16(th + 4) << 16 | get16(th + 6);
-	uint32_t ack = seq + 1 + (seg_len - (th[12] >> 4) * 4);
+	uint8_t r[14 + 20 + 20] = { 0 }, *rip = r + 14, *rth = r + 34, pseudo[12] = { 0 };
+	uint32_t ack = ((uint32_t)get16(th + 4) << 16 | get16(th + 6)) + 1 +
+		       (seg_len - (th[12] >> 4) * 4);
 
-	memcpy(r, f + 6, 6);				/* to the sender */
-	r[6] = 0x52, r[7] = 0x55;			/* slirp's gateway MAC */
+	memcpy(r, f + 6, 6);
+	r[6] = 0x52, r[7] = 0x55;		/* slirp's MACs: 52:55 + IPv4 address */
 	memcpy(r + 8, &host_addr, 4);
-	put16(r + 12, ETH_IP);
+	put16(r + 12, ETH_P_IPV4);
 
 	rip[0] = 0x45;
 	put16(rip + 2, 40);
-	put16(rip + 6, 0x4000);				/* DF */
+	put16(rip + 6, 0x4000);			/* DF */
 	rip[8] = 64;
-	rip[9] = IPPROTO_TCP_;
+	rip[9] = PROTO_TCP;
 	memcpy(rip + 12, ip + 16, 4);
 	memcpy(rip + 16, ip + 12, 4);
-	put16(rip + 10, csum_fold(csum_add(0, rip, 20)));
+	put16(rip + 10, csum(NULL, rip, 20));
 
 	memcpy(rth, th + 2, 2);
 	memcpy(rth + 2, th, 2);
@@ -224,57 +217,61 @@ static void refuse_syn(const uint8_t *f, const uint8_t *ip, const uint8_t *th,
 	rth[12] = 5 << 4;
 	rth[13] = TH_RST | TH_ACK;
 	memcpy(pseudo, rip + 12, 8);
-	pseudo[8] = 0, pseudo[9] = IPPROTO_TCP_;
-	put16(pseudo + 10, 20);
-	put16(rth + 16, csum_fold(csum_add(csum_add(0, pseudo, 12), rth, 20)));
-
+	pseudo[9] = PROTO_TCP;
+	pseudo[11] = 20;
+	put16(rth + 16, csum(pseudo, rth, 20));
 	client_send(r, sizeof(r));
+}
+
+/*
+ * Where slirp would take the guest to the host itself: the gateway, and
+ * the addresses it passes to connect() unchanged that mean "this machine"
+ * (127/8, 0/8) or that it maps to loopback (255.255.255.255).
+ */
+static bool is_host(const uint8_t *a)
+{
+	return memcmp(a, &host_addr, 4) == 0 || a[0] == 127 || a[0] == 0 ||
+	       (a[0] & a[1] & a[2] & a[3]) == 255;
 }
 
 /* True when the port policy consumed the frame (refused or dropped it). */
 static bool policy_filter(const uint8_t *f, size_t len)
 {
 	const uint8_t *ip = f + 14, *l4;
-	size_t ihl, ip_len, l4_len;
-	unsigned off, dport;
+	size_t ihl, ip_len, l4_len, doff;
+	unsigned frag, dport;
 	uint8_t proto;
 
-	if (allow_all || len < 14 + 20 || get16(f + 12) != ETH_IP)
+	if (allow_all || len < 14 + 20 || get16(f + 12) != ETH_P_IPV4)
 		return false;
 	ihl = (ip[0] & 15) * 4;
 	proto = ip[9];
-	/*
-	 * The host is 10.0.2.2, but slirp connects to whatever address the
-	 * guest names: 127.0.0.0/8 and 0.0.0.0/8 reach host loopback as well.
-	 */
-	if (ip[0] >> 4 != 4 || ihl < 20 || len < 14 + ihl ||
-	    (memcmp(ip + 16, &host_addr, 4) != 0 && ip[16] != 127 && ip[16] != 0) ||
-	    (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_))
+	if (ip[0] >> 4 != 4 || ihl < 20 || len < 14 + ihl || !is_host(ip + 16) ||
+	    (proto != PROTO_TCP && proto != PROTO_UDP))
 		return false;	/* not for the host's ports; slirp judges the rest */
 
 	/*
-	 * Later fragments carry no ports; they cannot make a datagram without
-	 * the first one, which is checked. But a TCP fragment at offset 8
-	 * could rewrite the flags of a tiny first one (RFC 1858): drop it.
+	 * Later fragments carry no ports and make nothing without the first,
+	 * which is checked here. But a TCP fragment at offset 8 could rewrite
+	 * the flags of a tiny first one (RFC 1858): drop it.
 	 */
-	off = get16(ip + 6) & 0x1fff;
-	if (off != 0) {
-		if (off == 1 && proto == IPPROTO_TCP_)
+	frag = get16(ip + 6) & 0x1fff;
+	if (frag != 0) {
+		if (frag == 1 && proto == PROTO_TCP)
 			goto drop;
 		return false;
 	}
-	ip_len = get16(ip + 2);
-	if (ip_len > len - 14)
-		ip_len = len - 14;
+	ip_len = get16(ip + 2) < len - 14 ? get16(ip + 2) : len - 14;
 	l4 = ip + ihl;
 	l4_len = ip_len > ihl ? ip_len - ihl : 0;
-	if (l4_len < (proto == IPPROTO_TCP_ ? 20u : 8u))
+	if (l4_len < (proto == PROTO_TCP ? 20u : 8u))
 		goto drop;	/* too short to judge: a tiny fragment or junk */
 	dport = get16(l4 + 2);
-	if (allowed[dport / 8] & (1 << dport % 8))
+	if ((allowed[dport / 8] & (1 << dport % 8)) || (proto == PROTO_UDP && dport == PORT_DHCP))
 		return false;
-	if (proto == IPPROTO_TCP_ && (l4[13] & (TH_SYN | TH_ACK | TH_RST)) == TH_SYN &&
-	    (size_t)(l4[12] >> 4) * 4 >= 20 && (size_t)(l4[12] >> 4) * 4 <= l4_len)
+	doff = (l4[12] >> 4) * 4;
+	if (proto == PROTO_TCP && (l4[13] & (TH_SYN | TH_ACK | TH_RST)) == TH_SYN &&
+	    doff >= 20 && doff <= l4_len)
 		refuse_syn(f, ip, l4, l4_len);
 drop:
 	cnt.refused_by_policy++;
@@ -286,6 +283,7 @@ static bool client_feed(const uint8_t *p, size_t n)
 {
 	while (n > 0) {
 		size_t k;
+		uint32_t len;
 
 		if (cl.skip) {
 			k = n < cl.skip ? n : cl.skip;
@@ -296,8 +294,7 @@ static bool client_feed(const uint8_t *p, size_t n)
 			cl.hdr[cl.hdr_have++] = *p++, n--;
 			if (cl.hdr_have < 4)
 				continue;
-			uint32_t len = (uint32_t)cl.hdr[0] << 24 | cl.hdr[1] << 16 |
-				       cl.hdr[2] << 8 | cl.hdr[3];
+			len = (uint32_t)cl.hdr[0] << 24 | cl.hdr[1] << 16 | cl.hdr[2] << 8 | cl.hdr[3];
 			if (len > PREFIX_MAX) {
 				fprintf(stderr, "slirp-wire: frame length %" PRIu32
 					" from client: stream out of step\n", len);
@@ -313,9 +310,7 @@ static bool client_feed(const uint8_t *p, size_t n)
 			cl.frame_have = 0;
 			continue;
 		}
-		k = cl.frame_len - cl.frame_have;
-		if (k > n)
-			k = n;
+		k = cl.frame_len - cl.frame_have < n ? cl.frame_len - cl.frame_have : n;
 		memcpy(cl.frame + cl.frame_have, p, k);
 		cl.frame_have += k, p += k, n -= k;
 		if (cl.frame_have < cl.frame_len)
@@ -337,7 +332,7 @@ static void client_read(void)
 
 	if (n == 0)
 		client_close("end of stream");
-	else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+	else if (n < 0 && !would_block())
 		client_close(strerror(errno));
 	else if (n > 0 && !client_feed(buf, n))
 		client_close("bad length prefix");
@@ -349,7 +344,7 @@ static void client_accept(int lfd)
 
 	while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
 		client_close("replaced by a new client");
-		/* Deep enough to ride out a burst; beyond it frames are dropped. */
+		/* Deep enough for a burst; root may exceed net.core.wmem_max. */
 		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
 			setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 		memset(&cl, 0, sizeof(cl));
@@ -358,16 +353,17 @@ static void client_accept(int lfd)
 	}
 }
 
-/* slirp's timers, on the same monotonic clock; expiry times in ms. */
+/*
+ * slirp's timers: a list, expiry in ms on the CLOCK_MONOTONIC clock that
+ * clock_get_ns reports. Timers made by timer_new_opaque (config version
+ * 4, preferred by slirp when offered) fire through slirp_handle_timer.
+ */
 struct wire_timer {
 	struct wire_timer *next;
-	SlirpTimerCb cb;	/* timer_new */
-#if SLIRP_CONFIG_VERSION_MAX >= 4
-	SlirpTimerId id;	/* timer_new_opaque: fired via slirp_handle_timer */
-#endif
-	bool by_id;
+	SlirpTimerCb cb;		/* NULL: fire by id */
+	int id;
 	void *cb_opaque;
-	int64_t expire;		/* -1: not armed */
+	int64_t expire;			/* -1: not armed */
 };
 static struct wire_timer *timers;
 
@@ -379,39 +375,24 @@ static int64_t now_ns(void)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static struct wire_timer *timer_add(void *cb_opaque)
+static void *cb_timer_new(SlirpTimerCb cb, void *cb_opaque, void *opaque)
 {
 	struct wire_timer *t = calloc(1, sizeof(*t));
 
-	if (!t) {
-		fprintf(stderr, "slirp-wire: out of memory\n");
-		exit(1);
-	}
-	t->cb_opaque = cb_opaque;
-	t->expire = -1;
-	t->next = timers;
+	(void)opaque;
+	if (!t)
+		die("out of memory");
+	*t = (struct wire_timer){ .next = timers, .cb = cb, .cb_opaque = cb_opaque, .expire = -1 };
 	timers = t;
 	return t;
 }
 
-static void *cb_timer_new(SlirpTimerCb cb, void *cb_opaque, void *opaque)
-{
-	struct wire_timer *t = timer_add(cb_opaque);
-
-	(void)opaque;
-	t->cb = cb;
-	return t;
-}
-
 #if SLIRP_CONFIG_VERSION_MAX >= 4
-/* Config version 4 names its timers; slirp prefers this when given. */
 static void *cb_timer_new_opaque(SlirpTimerId id, void *cb_opaque, void *opaque)
 {
-	struct wire_timer *t = timer_add(cb_opaque);
+	struct wire_timer *t = cb_timer_new(NULL, cb_opaque, opaque);
 
-	(void)opaque;
 	t->id = id;
-	t->by_id = true;
 	return t;
 }
 #endif
@@ -423,7 +404,7 @@ static void cb_timer_free(void *timer, void *opaque)
 	(void)opaque;
 	for (pp = &timers; *pp; pp = &(*pp)->next)
 		if (*pp == timer) {
-			*pp = ((struct wire_timer *)timer)->next;
+			*pp = (*pp)->next;
 			free(timer);
 			return;
 		}
@@ -438,32 +419,37 @@ static void cb_timer_mod(void *timer, int64_t expire_ms, void *opaque)
 /* Fires expired timers; a callback may re-arm or free any, so rescan. */
 static void timers_run(void)
 {
-	struct wire_timer *t;
 	int64_t now = now_ns() / 1000000;
+	struct wire_timer *t;
 
 again:
-	for (t = timers; t; t = t->next)
-		if (t->expire >= 0 && t->expire <= now) {
-			t->expire = -1;
+	for (t = timers; t; t = t->next) {
+		if (t->expire < 0 || t->expire > now)
+			continue;
+		t->expire = -1;
+		if (t->cb)
+			t->cb(t->cb_opaque);
 #if SLIRP_CONFIG_VERSION_MAX >= 4
-			if (t->by_id)
-				slirp_handle_timer(slirp, t->id, t->cb_opaque);
-			else
+		else
+			slirp_handle_timer(slirp, t->id, t->cb_opaque);
 #endif
-				t->cb(t->cb_opaque);
-			goto again;
-		}
+		goto again;
+	}
 }
 
-/* Milliseconds until the next timer, or -1 for none. */
+/* Milliseconds until the next timer is due, or -1 for none. */
 static int64_t timers_next(void)
 {
-	int64_t now = now_ns() / 1000000, best = -1;
+	int64_t now = now_ns() / 1000000, best = -1, d;
 	struct wire_timer *t;
 
-	for (t = timers; t; t = t->next)
-		if (t->expire >= 0 && (best < 0 || t->expire - now < best))
-			best = t->expire > now ? t->expire - now : 0;
+	for (t = timers; t; t = t->next) {
+		if (t->expire < 0)
+			continue;
+		d = t->expire > now ? t->expire - now : 0;
+		if (best < 0 || d < best)
+			best = d;
+	}
 	return best;
 }
 
@@ -471,7 +457,7 @@ static ssize_t cb_send_packet(const void *buf, size_t len, void *opaque)
 {
 	(void)opaque;
 	client_send(buf, len);
-	return len;
+	return len;		/* dropped or not: slirp must never wait for us */
 }
 
 static void cb_guest_error(const char *msg, void *opaque)
@@ -481,10 +467,11 @@ static void cb_guest_error(const char *msg, void *opaque)
 }
 
 static int64_t cb_clock_get_ns(void *opaque) { (void)opaque; return now_ns(); }
+/* Every poll set is built afresh from slirp_pollfds_fill: nothing to track. */
 static void cb_poll_fd(int fd, void *opaque) { (void)fd, (void)opaque; }
 static void cb_notify(void *opaque) { (void)opaque; }
 
-/* The poll set: our two sockets first, then whatever slirp asks for. */
+/* The poll set: the listening socket, the client, then slirp's sockets. */
 static struct pollfd *pfds;
 static size_t npfds, cap_pfds;
 
@@ -493,10 +480,8 @@ static int pfd_add(int fd, short events)
 	if (npfds == cap_pfds) {
 		cap_pfds = cap_pfds ? 2 * cap_pfds : 64;
 		pfds = realloc(pfds, cap_pfds * sizeof(*pfds));
-		if (!pfds) {
-			fprintf(stderr, "slirp-wire: out of memory\n");
-			exit(1);
-		}
+		if (!pfds)
+			die("out of memory");
 	}
 	pfds[npfds] = (struct pollfd){ .fd = fd, .events = events };
 	return npfds++;
@@ -505,8 +490,7 @@ static int pfd_add(int fd, short events)
 static int cb_add_poll(int fd, int ev, void *opaque)
 {
 	(void)opaque;
-	return pfd_add(fd, (ev & SLIRP_POLL_IN ? POLLIN : 0) |
-			   (ev & SLIRP_POLL_OUT ? POLLOUT : 0) |
+	return pfd_add(fd, (ev & SLIRP_POLL_IN ? POLLIN : 0) | (ev & SLIRP_POLL_OUT ? POLLOUT : 0) |
 			   (ev & SLIRP_POLL_PRI ? POLLPRI : 0));
 }
 
@@ -535,28 +519,21 @@ static const SlirpCb callbacks = {
 #endif
 };
 
-static void die(const char *what)
-{
-	fprintf(stderr, "slirp-wire: %s\n", what);
-	exit(1);
-}
-
 static void parse_ports(const char *s)
 {
 	char *end;
+	long p;
 
 	if (strcmp(s, "all") == 0)
 		return;
 	allow_all = false;
-	for (;;) {
-		long p = strtol(s, &end, 10);
-
+	for (;; s = end + 1) {
+		p = strtol(s, &end, 10);
 		if (end == s || p < 1 || p > 65535 || (*end != ',' && *end != '\0'))
-			die("--allow-ports wants \"all\" or a list like 22,80,443");
+			die("--allow-ports wants \"all\" or a list such as 22,80,443");
 		allowed[p / 8] |= 1 << p % 8;
 		if (*end == '\0')
 			return;
-		s = end + 1;
 	}
 }
 
@@ -583,12 +560,29 @@ static int listen_on(const char *path)
 	return fd;
 }
 
+static void on_signal(int sig)
+{
+	if (sig == SIGUSR1)
+		got_usr1 = 1;
+	else
+		got_stop = 1;
+}
+
 int main(int argc, char **argv)
 {
-	const char *path = NULL;
-	SlirpConfig cfg = { .version = SLIRP_CONFIG_VERSION_MAX < 4 ? SLIRP_CONFIG_VERSION_MAX : 4 };
+	SlirpConfig cfg = {
+		.version = SLIRP_CONFIG_VERSION_MAX < 4 ? SLIRP_CONFIG_VERSION_MAX : 4,
+		.in_enabled = true,
+		.in6_enabled = false,
+		.if_mtu = 1500,
+		.if_mru = 1500,
+		.disable_host_loopback = false,	/* 10.0.2.2 is host 127.0.0.1 */
+		.restricted = 0,
+	};
 	struct sigaction sa = { .sa_handler = on_signal };
-	sigset_t block, during_poll;
+	const int sigs[] = { SIGTERM, SIGINT, SIGUSR1 };
+	const char *path = NULL;
+	sigset_t block, in_poll;
 	int lfd, i;
 
 	for (i = 1; i < argc; i++) {
@@ -597,36 +591,27 @@ int main(int argc, char **argv)
 		else if (strcmp(argv[i], "--allow-ports") == 0 && i + 1 < argc)
 			parse_ports(argv[++i]);
 		else
-			die("usage: slirp-wire --socket PATH [--allow-ports all|P1,P2,...]");
+			die(USAGE);
 	}
 	if (!path)
-		die("usage: slirp-wire --socket PATH [--allow-ports all|P1,P2,...]");
+		die(USAGE);
 
-	/* Signals only land inside ppoll(), so none is missed between checks. */
+	/* Signals are let in only during ppoll(), so none slips past a check. */
 	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &block, &during_poll);
-	sigdelset(&during_poll, SIGTERM);
-	sigdelset(&during_poll, SIGINT);
-	sigdelset(&during_poll, SIGUSR1);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGUSR1, &sa, NULL);
+	for (i = 0; i < 3; i++) {
+		sigaddset(&block, sigs[i]);
+		sigaction(sigs[i], &sa, NULL);
+	}
+	sigprocmask(SIG_BLOCK, &block, &in_poll);
+	for (i = 0; i < 3; i++)
+		sigdelset(&in_poll, sigs[i]);
 	signal(SIGPIPE, SIG_IGN);
 
-	cfg.in_enabled = true;
-	cfg.in6_enabled = false;
-	inet_pton(AF_INET, WIRE_NET, &cfg.vnetwork);
-	inet_pton(AF_INET, WIRE_MASK, &cfg.vnetmask);
-	inet_pton(AF_INET, WIRE_HOST, &cfg.vhost);
-	inet_pton(AF_INET, WIRE_DHCP, &cfg.vdhcp_start);
-	inet_pton(AF_INET, WIRE_DNS, &cfg.vnameserver);
-	cfg.if_mtu = 1500;
-	cfg.if_mru = 1500;
-	cfg.disable_host_loopback = false;	/* 10.0.2.2 reaches host 127.0.0.1 */
-	cfg.restricted = 0;
+	inet_pton(AF_INET, "10.0.2.0", &cfg.vnetwork);
+	inet_pton(AF_INET, "255.255.255.0", &cfg.vnetmask);
+	inet_pton(AF_INET, "10.0.2.2", &cfg.vhost);
+	inet_pton(AF_INET, "10.0.2.15", &cfg.vdhcp_start);
+	inet_pton(AF_INET, "10.0.2.3", &cfg.vnameserver);
 	host_addr = cfg.vhost;
 
 	lfd = listen_on(path);
@@ -639,9 +624,9 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	while (!got_stop) {
-		uint32_t timeout = UINT32_MAX;
-		int64_t next;
+		uint32_t timeout = UINT32_MAX;	/* ms; slirp lowers it */
 		struct timespec ts, *tsp = NULL;
+		int64_t next;
 		int n;
 
 		if (got_usr1) {
@@ -650,17 +635,16 @@ int main(int argc, char **argv)
 		}
 		npfds = 0;
 		pfd_add(lfd, POLLIN);
-		pfd_add(cl.fd, cl.fd < 0 ? 0 : POLLIN | (cl.out_len ? POLLOUT : 0));
+		pfd_add(cl.fd, POLLIN | (cl.out_len ? POLLOUT : 0));	/* fd -1: ignored */
 		slirp_pollfds_fill(slirp, &timeout, cb_add_poll, NULL);
 		next = timers_next();
-		if (next >= 0 && (timeout == UINT32_MAX || next < timeout))
+		if (next >= 0 && next < timeout)
 			timeout = next;
 		if (timeout != UINT32_MAX) {
-			ts.tv_sec = timeout / 1000;
-			ts.tv_nsec = timeout % 1000 * 1000000L;
+			ts = (struct timespec){ timeout / 1000, timeout % 1000 * 1000000L };
 			tsp = &ts;
 		}
-		n = ppoll(pfds, npfds, tsp, &during_poll);
+		n = ppoll(pfds, npfds, tsp, &in_poll);
 		slirp_pollfds_poll(slirp, n < 0, cb_get_revents, NULL);
 		timers_run();
 		if (n < 0)

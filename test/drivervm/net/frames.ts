@@ -118,7 +118,8 @@ export function icmpEchoFrame(dst: string, id: number, seq: number, data: Buffer
   return eth(GATEWAY_MAC, GUEST_MAC, ETH_IP, ipv4(GUEST_IP, GATEWAY_IP, PROTO_ICMP, m));
 }
 
-export function dhcpDiscoverFrame(xid: number): Buffer {
+/** A DHCP DISCOVER, broadcast or (as renewals are) sent to the server. */
+export function dhcpDiscoverFrame(xid: number, server?: string): Buffer {
   const b = Buffer.alloc(240);
   b[0] = 1; // BOOTREQUEST
   b[1] = 1; // Ethernet
@@ -128,7 +129,9 @@ export function dhcpDiscoverFrame(xid: number): Buffer {
   mac(GUEST_MAC).copy(b, 28);
   b.writeUInt32BE(0x63825363, 236); // magic cookie
   const opts = Buffer.from([53, 1, 1, 55, 3, 1, 3, 6, 255]); // DISCOVER; wants mask, router, DNS
-  return udpFrame(BROADCAST_MAC, "0.0.0.0", "255.255.255.255", 68, 67, Buffer.concat([b, opts]));
+  const payload = Buffer.concat([b, opts]);
+  if (server) return udpFrame(GATEWAY_MAC, GUEST_IP, server, 68, 67, payload);
+  return udpFrame(BROADCAST_MAC, "0.0.0.0", "255.255.255.255", 68, 67, payload);
 }
 
 export interface Parsed {
@@ -205,6 +208,8 @@ export const lengthPrefix = (n: number) => {
  */
 export class WireClient {
   readonly received: Parsed[] = [];
+  /** Every frame that arrived whole, ARP requests answered here included. */
+  framesSeen = 0;
   /** Stream errors: a frame length the wire must never send. */
   readonly errors: string[] = [];
   readonly closed: Promise<void>;
@@ -274,6 +279,7 @@ export class WireClient {
       if (this.pending.length < 4 + len) break;
       const p = parse(Buffer.from(this.pending.subarray(4, 4 + len)));
       this.pending = this.pending.subarray(4 + len);
+      this.framesSeen++;
       if (p.arp?.op === 1 && p.arp.targetIp === GUEST_IP) {
         this.send(arpFrame(2, p.arp.senderMac, GUEST_MAC, GUEST_IP, p.arp.senderMac, p.arp.senderIp));
         continue;

@@ -1,0 +1,133 @@
+// Network benchmark: the same transfers, side by side in one run, in the
+// app VM through the net VM (virtio-net -> channel -> netback -> bridge ->
+// ne2k-pci -> wire) and in a single baseline VM whose NE2000 is plugged
+// straight into a wire of its own (same program, same settings). A
+// benchmark, not a test: it reports, it asserts nothing.
+//
+//   node dist/bench/net.js [--rounds N] [--mib M] [--requests R] [--json]
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { BASELINE_VM } from "../guests/baseline.js";
+import { Wire, WIRE_NET } from "../drivervm/net/wire.js";
+import { Hypervisor } from "../hypervisor/hypervisor.js";
+import { SnapshotStore } from "../hypervisor/vm/snapshot.js";
+import { VirtualMachine } from "../hypervisor/vm/vm.js";
+import { buildImages } from "../images/build.js";
+import { cacheDir } from "../images/paths.js";
+
+const { values: args } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "3" },
+    mib: { type: "string", default: "24" },
+    requests: { type: "string", default: "50" },
+    json: { type: "boolean", default: false },
+  },
+});
+const rounds = Number(args.rounds);
+const mib = Number(args.mib);
+const requests = Number(args.requests);
+const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const dir = mkdtempSync(join(tmpdir(), "bulkhead-bench-net-"));
+
+const file = randomBytes(mib * 2 ** 20);
+const fileSha = createHash("sha256").update(file).digest("hex");
+const server: Server = createServer((req, res) => (req.url === "/file" ? res.end(file) : res.end("ok\n")));
+await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+const base = `http://${WIRE_NET.gateway}:${(server.address() as AddressInfo).port}`;
+
+async function sh(vm: VirtualMachine, cmd: string, timeoutMs = 600_000): Promise<string> {
+  const r = await vm.exec(cmd, timeoutMs);
+  if (r.status !== 0) throw new Error(`${vm.role}: \`${cmd}\` exited ${r.status}: ${r.output.toString()}`);
+  return r.output.toString();
+}
+
+async function waitForLease(vm: VirtualMachine): Promise<void> {
+  for (let i = 0; i < 60; i++) {
+    if ((await sh(vm, "ip route")).includes(`default via ${WIRE_NET.gateway}`)) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`${vm.role} VM got no DHCP lease`);
+}
+
+/** Seconds of guest time a command takes (from /proc/uptime, 10 ms resolution). */
+async function guestSeconds(vm: VirtualMachine, cmd: string): Promise<number> {
+  const out = await sh(vm, `a=$(cut -d' ' -f1 /proc/uptime); ${cmd}; b=$(cut -d' ' -f1 /proc/uptime); echo "$a $b"`);
+  const [a, b] = out.trim().split("\n").pop()!.split(" ").map(Number);
+  return b - a;
+}
+
+interface Result {
+  mbps: number;
+  requestMs: number;
+  pingMs: number;
+}
+
+async function measure(vm: VirtualMachine): Promise<Result> {
+  const s = await guestSeconds(vm, `wget -q -O /dev/null ${base}/file`);
+  const r = await guestSeconds(vm, `i=0; while [ $i -lt ${requests} ]; do wget -q -O /dev/null ${base}/small; i=$((i+1)); done`);
+  const ping = /= [\d.]+\/([\d.]+)\//.exec(await sh(vm, `ping -c 10 -i 0.2 ${WIRE_NET.gateway} | tail -1`));
+  return { mbps: file.length / 1e6 / s, requestMs: (r * 1000) / requests, pingMs: ping ? Number(ping[1]) : NaN };
+}
+
+const images = await buildImages((m) => log(`images: ${m}`));
+const hv = new Hypervisor({ runDir: join(dir, "run"), roles: ["app", "net"] });
+await hv.up();
+const app = hv.vm("app");
+const baselineWire = new Wire({ binary: images.hostTools.slirpWire, socketPath: join(dir, "baseline-wire.sock"), logPath: join(dir, "baseline-wire.log") });
+await baselineWire.start();
+const baseline = new VirtualMachine({
+  config: BASELINE_VM,
+  images,
+  snapshots: new SnapshotStore(join(cacheDir(), "snapshots")),
+  logDir: join(dir, "logs"),
+  devices: [{ kind: "wire", socketPath: baselineWire.socketPath }],
+  snapshotShape: [{ kind: "wire" }],
+  spare: false,
+});
+await baseline.start();
+await Promise.all([waitForLease(app), waitForLease(baseline)]);
+
+log(`checking a ${mib} MiB download in both VMs`);
+for (const vm of [app, baseline]) {
+  const sum = (await sh(vm, `wget -q -O - ${base}/file | sha256sum`)).split(" ")[0];
+  if (sum !== fileSha) throw new Error(`${vm.role}: download checksum ${sum} != ${fileSha}`);
+}
+const viaNetVm: Result[] = [];
+const direct: Result[] = [];
+for (let i = 0; i < rounds; i++) {
+  log(`round ${i + 1} of ${rounds}`);
+  viaNetVm.push(await measure(app));
+  direct.push(await measure(baseline));
+}
+const net = (await hv.status()).net;
+await baseline.shutdown();
+await baselineWire.stop();
+await hv.down();
+server.close();
+
+const pick = (rs: Result[]) => ({ mbps: median(rs.map((r) => r.mbps)), requestMs: median(rs.map((r) => r.requestMs)), pingMs: median(rs.map((r) => r.pingMs)) });
+const v = pick(viaNetVm);
+const d = pick(direct);
+const report = { date: new Date().toISOString(), rounds, mib, requests, viaNetVm: v, direct: d, ratio: v.mbps / d.mbps, rawRounds: { viaNetVm, direct }, net };
+if (args.json) process.stdout.write(JSON.stringify(report, null, 2) + "\n");
+else {
+  const f = (x: number, n = 1) => x.toFixed(n);
+  process.stdout.write(
+    [
+      `Bulkhead network benchmark, ${report.date}: medians of ${rounds} rounds, ${mib} MiB download, ${requests} small HTTP requests, 10 pings`,
+      "",
+      "                          via net VM    direct   ratio",
+      `download MB/s             ${f(v.mbps, 2).padStart(10)} ${f(d.mbps, 2).padStart(9)}   ${f(report.ratio, 2)}`,
+      `small request ms         ${f(v.requestMs, 1).padStart(11)} ${f(d.requestMs, 1).padStart(9)}   ${f(v.requestMs / d.requestMs, 2)}`,
+      `ping to the gateway ms   ${f(v.pingMs, 2).padStart(11)} ${f(d.pingMs, 2).padStart(9)}   ${f(v.pingMs / d.pingMs, 2)}`,
+      "",
+      `drops on the path: front end ${JSON.stringify(net?.frontEnd?.drops ?? {})}, back end ${JSON.stringify(net?.backEnd?.drops ?? {})}, NIC ${JSON.stringify(net?.nic?.drops ?? {})}`,
+    ].join("\n") + "\n",
+  );
+}
