@@ -106,6 +106,7 @@ for (let i = 0; i < rounds; i++) {
   direct.push(await measure(baseline));
 }
 const net = (await hv.status()).net;
+const baselineNic = (await baseline.deviceStatus()).wire as Record<string, unknown> | null;
 await baseline.shutdown();
 await baselineWire.stop();
 await hv.down();
@@ -114,7 +115,7 @@ server.close();
 const pick = (rs: Result[]) => ({ mbps: median(rs.map((r) => r.mbps)), requestMs: median(rs.map((r) => r.requestMs)), pingMs: median(rs.map((r) => r.pingMs)) });
 const v = pick(viaNetVm);
 const d = pick(direct);
-const report = { date: new Date().toISOString(), rounds, mib, requests, viaNetVm: v, direct: d, ratio: v.mbps / d.mbps, rawRounds: { viaNetVm, direct }, net };
+const report = { date: new Date().toISOString(), rounds, mib, requests, viaNetVm: v, direct: d, ratio: v.mbps / d.mbps, rawRounds: { viaNetVm, direct }, net, baselineNic };
 if (args.json) process.stdout.write(JSON.stringify(report, null, 2) + "\n");
 else {
   const f = (x: number, n = 1) => x.toFixed(n);
@@ -128,6 +129,7 @@ else {
       `ping to the gateway ms   ${f(v.pingMs, 2).padStart(11)} ${f(d.pingMs, 2).padStart(9)}   ${f(v.pingMs / d.pingMs, 2)}`,
       "",
       `drops on the path: front end ${JSON.stringify(net?.frontEnd?.drops ?? {})}, back end ${JSON.stringify(net?.backEnd?.drops ?? {})}, NIC ${JSON.stringify(net?.nic?.drops ?? {})}`,
+      `interrupt nudges (lost NE2000 receive interrupts): net VM ${String(net?.nic?.nudges ?? "?")}, baseline ${String(baselineNic?.nudges ?? "?")}`,
     ].join("\n") + "\n",
   );
 }
