@@ -30,18 +30,31 @@ interface SetupOptions {
   cold: boolean;
   disk?: string;
   diskSize?: string;
+  allowPorts?: string;
+}
+
+/** `all`, or a comma-separated list of TCP/UDP ports 1-65535. */
+function parseAllowPorts(text: string): "all" | number[] {
+  if (text === "all") return "all";
+  const ports = text.split(",").map((p) => Number(p.trim()));
+  if (ports.length === 0 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) {
+    throw new Error(`--allow-ports takes \`all\` or a comma-separated list of ports 1-65535, not ${JSON.stringify(text)}`);
+  }
+  return ports;
 }
 
 async function startSetup(out: NodeJS.WriteStream, o: SetupOptions): Promise<{ hv: Hypervisor; stop: (code: number) => Promise<never> }> {
   const existing = findEndpoint(runDir());
   if (existing) fail(`a setup is already running (pid ${existing.pid}); use \`bulkhead status\`, \`bulkhead run\` or \`bulkhead down\``);
   let diskSizeBytes: number | undefined;
+  let allowPorts: "all" | number[] | undefined;
   try {
     diskSizeBytes = o.diskSize ? parseSize(o.diskSize) : undefined;
+    allowPorts = o.allowPorts ? parseAllowPorts(o.allowPorts) : undefined;
   } catch (err) {
     fail(err, 2);
   }
-  const hv = new Hypervisor({ snapshots: !o.cold, diskImage: o.disk ? resolve(o.disk) : undefined, diskSizeBytes });
+  const hv = new Hypervisor({ snapshots: !o.cold, diskImage: o.disk ? resolve(o.disk) : undefined, diskSizeBytes, allowPorts });
   const display = new ProgressDisplay(out, ROLES);
   hv.on("progress", (ev: ProgressEvent) => display.update(ev));
   let stopping = false;
@@ -164,8 +177,12 @@ await yargs(hideBin(process.argv))
         .option("attach", { type: "boolean", describe: "Attach to the app VM's serial console (default: when on a terminal). Ctrl-] detaches and shuts down." })
         .option("cold", { type: "boolean", default: false, describe: "Cold boot every VM; do not use or write snapshots" })
         .option("disk", { type: "string", describe: "Raw disk image for the app VM's /dev/vda (default: disk.img in the run folder, created on first use)" })
-        .option("disk-size", { type: "string", describe: "Size of a disk image created on first use, e.g. 256M or 1G (default 256M)" }),
-    (argv) => up({ attach: argv.attach, cold: argv.cold, disk: argv.disk, diskSize: argv["disk-size"] }),
+        .option("disk-size", { type: "string", describe: "Size of a disk image created on first use, e.g. 256M or 1G (default 256M)" })
+        .option("allow-ports", {
+          type: "string",
+          describe: "Host loopback ports the app VM may reach at the gateway 10.0.2.2: `all` (default) or a list such as 8080,9000; others are refused at once",
+        }),
+    (argv) => up({ attach: argv.attach, cold: argv.cold, disk: argv.disk, diskSize: argv["disk-size"], allowPorts: argv["allow-ports"] }),
   )
   .command(
     "run [command..]",

@@ -59,6 +59,21 @@ export function formatStatus(s: StatusReport): string {
           : "  disk VM back end: not running",
       ]
     : [];
+  const n = s.net;
+  type Path = { framesOut?: number; bytesOut?: number; framesIn?: number; bytesIn?: number; drops?: Record<string, number> };
+  const path = (p: Path, out: string, inn: string) =>
+    `${p.framesOut ?? 0} frames (${mib(p.bytesOut ?? 0)}) ${out}, ${p.framesIn ?? 0} frames (${mib(p.bytesIn ?? 0)}) ${inn}, ` +
+    `dropped ${Object.keys(p.drops ?? {}).length ? Object.entries(p.drops ?? {}).map(([why, k]) => `${k} ${why}`).join(", ") : "none"}`;
+  const netLines = n
+    ? [
+        "",
+        `Network path: app VM eth0 -> virtio-net -> net channel -> net VM netback -> br0 -> ne2k-pci -> wire (libslirp, gateway ${n.wire.gateway}, host ports: ${n.wire.allowPorts})`,
+        `  wire: ${n.wire.running ? "running" : "down"}, ${n.wire.restarts} restarts, socket ${n.wire.socket}`,
+        n.frontEnd ? `  app VM front end: ${path(n.frontEnd as Path, "sent", "received")}` : "  app VM front end: not running",
+        n.backEnd ? `  net VM back end: ${path(n.backEnd as Path, "to netback", "from netback")}` : "  net VM back end: not running",
+        n.nic ? `  net VM NIC on the wire: ${path(n.nic as Path, "sent", "received")}` : "  net VM NIC: not running",
+      ]
+    : [];
   return [
     `setup pid ${s.pid}, up ${s.upSinceS}s, resident ${s.rssMiB} MiB (all VMs)`,
     "",
@@ -67,5 +82,6 @@ export function formatStatus(s: StatusReport): string {
     table(devRows),
     ...(invRows ? ["", `PCI inventory from the pci VM (${inv!.reportedAt}):`, table(invRows)] : ["", "PCI inventory: not reported yet"]),
     ...diskLines,
+    ...netLines,
   ].join("\n");
 }
