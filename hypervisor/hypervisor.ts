@@ -1,15 +1,16 @@
 // The hypervisor: the microkernel's objects (tasks, capabilities), the
 // device manager and the monitor, and the four VMs of a Bulkhead setup.
 import { EventEmitter } from "node:events";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildImages, type ImageSet } from "../images/build.js";
+import type { DriverText } from "../images/driver-text.js";
 import { cacheDir, runDir } from "../images/paths.js";
 import { APP_VM } from "../guests/app.js";
 import { DRIVER_VMS } from "../drivervm/roles.js";
 import { DeviceManager } from "./devices/manager.js";
 import { EventLog } from "./events.js";
-import { CapabilitySpace, describe, SERVICES } from "./kernel/capability.js";
+import { CapabilitySpace, describe, SERVICES, type Service } from "./kernel/capability.js";
 import { TaskTable, type Task } from "./kernel/task.js";
 import { Monitor } from "./monitor/monitor.js";
 import { RestartPolicy, type RestartPolicyOptions, DEFAULT_RESTART_POLICY } from "./monitor/policy.js";
@@ -209,6 +210,7 @@ export class Hypervisor extends EventEmitter {
         clampIdle: this.opts.clampIdle,
         devices,
         snapshotShape: shape,
+        fatalOops: role !== "app",
       });
       task.vm = vm;
       vm.on("state", (state: VmState) => {
@@ -219,6 +221,8 @@ export class Hypervisor extends EventEmitter {
         if (state === "ready" || state === "booting" || state === "restoring") this.connectServicesOf(role, false);
       });
       this.monitor.watch(vm, role === "app" ? 0 : (this.opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS));
+      // A driver VM that breaks the protocol is treated as compromised: it is restarted like a crashed one.
+      vm.on("violation", (detail: string, peer?: Service) => this.onViolation(role, detail, peer));
     }
     // The first VM that fails to start fails the setup: the others stop too.
     const starts = this.tasks.all().map((t) => t.vm!.start());
@@ -277,6 +281,23 @@ export class Hypervisor extends EventEmitter {
     }
   }
 
+  /**
+   * A protocol violation: by a driver VM's own guest (its helper lied in its
+   * ring or window), or reported by one end of a service's channel about the
+   * other (a malformed or impossible reply). Either way the driver VM is
+   * declared dead and the monitor restarts it; the app VM's own mistakes are
+   * only counted.
+   */
+  private onViolation(reporter: string, detail: string, peer: Service | undefined): void {
+    const reporterTask = this.tasks.byRole(reporter);
+    // A peer violation blames the other end of the service's channel.
+    const otherSide = peer && reporterTask && this.caps.holds(reporterTask.id, { kind: "service", service: peer, side: "server" }) ? "client" : "server";
+    const culprit = peer ? this.tasks.all().find((t) => this.caps.holds(t.id, { kind: "service", service: peer, side: otherSide })) : reporterTask;
+    if (!culprit || culprit.role === "app" || culprit.vm?.state !== "ready") return;
+    this.events.add(culprit.role, "violation", `${peer ? `reported by the ${reporter} VM: ` : ""}${detail}`.slice(0, 300));
+    culprit.vm.declareDead("violation", detail.slice(0, 200));
+  }
+
   /** A task died: revoke its channels; the peer keeps its pending work for the successor. */
   private disconnectServicesOf(role: string): void {
     const task = this.tasks.byRole(role);
@@ -289,27 +310,67 @@ export class Hypervisor extends EventEmitter {
   }
 
   /**
-   * Injects a real fault into a driver VM: its kernel panics (sysrq), its
-   * worker dies, or its helper stops answering (SIGSTOP). The monitor is
-   * not told: it has to detect the fault like any other.
+   * Injects a real fault into a driver VM. The monitor is not told: it has to
+   * detect the fault like any other.
+   * - panic: the guest kernel panics (sysrq c).
+   * - flip: random bits of the VM's driver code flip in guest memory.
+   * - hang: its helper stops (SIGSTOP): only the heartbeat notices.
+   * - reset: the guest reboots at once (sysrq b): the CPU resets.
+   * - kill: its worker dies abruptly.
+   * - garbage: its helper writes lying entries into its shared ring.
+   * Returns what was done, for the log.
    */
-  async injectFault(role: string, fault: InjectedFault): Promise<void> {
+  async injectFault(role: string, fault: InjectedFault, opts: { seed?: number; bits?: number } = {}): Promise<string> {
     if (role === "app") throw new Error("faults are injected into driver VMs (disk, net, pci), not the app VM");
     const vm = this.vm(role);
     if (vm.state !== "ready") throw new Error(`the ${role} VM is ${vm.state}, not ready`);
-    this.events.add(role, "fault-injected", fault);
+    if ((fault === "flip" || fault === "garbage") && role === "pci") throw new Error(`${fault} needs a VM with a device driver and a shared ring: disk or net`);
+    let what: string = fault;
     switch (fault) {
       case "kill":
+        this.events.add(role, "fault-injected", fault);
         vm.killWorker();
-        return;
+        break;
       case "panic":
+      case "reset":
+        this.events.add(role, "fault-injected", fault);
         // The guest dies before it can answer: no reply is expected.
-        await vm.exec("echo c > /proc/sysrq-trigger", 1000).catch(() => {});
-        return;
+        await vm.exec(`echo ${fault === "panic" ? "c" : "b"} > /proc/sysrq-trigger`, 1000).catch(() => {});
+        break;
       case "hang":
+        this.events.add(role, "fault-injected", fault);
         await vm.exec("kill -STOP $(pidof blkback netback pciback agent)", 1000).catch(() => {});
-        return;
+        break;
+      case "garbage": {
+        this.events.add(role, "fault-injected", fault);
+        const sent = await vm.garbage(role === "disk" ? 8 : 32).catch((err: Error) => `no answer (${err.message})`);
+        what = `garbage: ${sent} lying ring entries`;
+        break;
+      }
+      case "flip": {
+        const ranges = this.driverText()[role];
+        if (!ranges?.length) throw new Error(`no driver code map for the ${role} VM`);
+        const bits = opts.bits ?? 8;
+        const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31);
+        this.events.add(role, "fault-injected", `flip ${bits} bits (seed ${seed})`);
+        const flips = await vm.flip(ranges, bits, seed);
+        what = `flip: ${flips.length} bits in ${ranges.map((r) => r.object.split("/").pop()).join(", ")} (seed ${seed})`;
+        break;
+      }
     }
+    return what;
+  }
+
+  private driverTextCache: DriverText | undefined;
+  /** Where the driver VMs' driver code lives in the guest kernel (built with the kernel). */
+  private driverText(): DriverText {
+    if (!this.images) throw new Error("no images");
+    if (!this.driverTextCache) {
+      const path = this.images.driverText;
+      if (!existsSync(path)) throw new Error(`${path} is missing: rebuild the images (\`bulkhead images\`) to inject flip faults`);
+      this.driverTextCache = JSON.parse(readFileSync(path, "utf8")) as DriverText;
+    }
+    return this.driverTextCache;
   }
 
   /** Reboots one VM by hand (from its snapshot); its channels are set up anew. */

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { buildHelpers } from "./helpers.js";
 import { buildHostTools } from "./host-tools.js";
 import { sha256, sha256File } from "./hash.js";
-import { buildGenInitCpio, buildKernel } from "./kernel.js";
+import { buildGenInitCpio, buildKernel, driverTextPath } from "./kernel.js";
 import { ROLES, buildInitramfs, type Role } from "./initramfs.js";
 import { fetchBusybox } from "./busybox.js";
 import { cacheDir, projectRoot } from "./paths.js";
@@ -24,6 +24,8 @@ export interface ImageSet {
   bios: string;
   vgaBios: string;
   initrd: Record<Role, string>;
+  /** Where the driver VMs' driver code lives in the kernel (driver-text.ts), for the flip fault. */
+  driverText: string;
   /** Programs that run on the host: the wire behind the net VM's NIC. */
   hostTools: { slirpWire: string };
   manifest: string;
@@ -70,7 +72,7 @@ export async function buildImages(progress: Progress = () => {}): Promise<ImageS
   const manifest: Manifest = { key, built: new Date().toISOString(), artifacts };
   writeFileSync(`${manifestPath}.tmp`, JSON.stringify(manifest, null, 2) + "\n");
   renameSync(`${manifestPath}.tmp`, manifestPath);
-  return { key, bzimage, bios: SEABIOS, vgaBios: VGABIOS, initrd, hostTools, manifest: manifestPath };
+  return { key, bzimage, bios: SEABIOS, vgaBios: VGABIOS, initrd, driverText: driverTextPath(bzimage), hostTools, manifest: manifestPath };
 }
 
 /** Reads the manifest written by the last build, if any. */

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { sha256 } from "./hash.js";
 import { packageVersion, ensureFreeSpace } from "./preflight.js";
 import { BuildError, run } from "./run.js";
+import { driverText } from "./driver-text.js";
 
 export const KERNEL_SOURCE_TARBALL = "/usr/src/linux-source-6.1.tar.xz";
 const KERNEL_BUILD_BYTES = 2.5 * 2 ** 30;
@@ -29,12 +30,22 @@ export function missingOptions(wanted: string, got: string): string[] {
     .filter((l) => !have.has(l));
 }
 
+/** The map of driver code for the `flip` fault, beside a bzImage. */
+export function driverTextPath(bzimage: string): string {
+  return bzimage.replace(/bzImage-([0-9a-f]+)$/, "driver-text-$1.json");
+}
+
 /** Builds (or finds) the bzImage; returns its path. */
 export async function buildKernel(inputs: KernelInputs, progress: (msg: string) => void): Promise<string> {
   const key = kernelKey(inputs).slice(0, 16);
   const dir = join(inputs.cache, "kernel");
   const out = join(dir, `bzImage-${key}`);
-  if (existsSync(out)) return out;
+  const build = join(dir, `build-${key}`);
+  if (existsSync(out)) {
+    // Caches from before the flip fault have the build tree but no map yet.
+    await driverText(build, driverTextPath(out), join(dir, `build-${key}.log`)).catch(() => undefined);
+    return out;
+  }
   if (!existsSync(KERNEL_SOURCE_TARBALL)) throw new BuildError(`${KERNEL_SOURCE_TARBALL} is missing: install linux-source-6.1`);
   ensureFreeSpace(dir, KERNEL_BUILD_BYTES, "the kernel build");
   const log = join(dir, `build-${key}.log`);
@@ -50,7 +61,6 @@ export async function buildKernel(inputs: KernelInputs, progress: (msg: string) 
     await run("touch", [join(srcRoot, ".extracted")], { log });
   }
 
-  const build = join(dir, `build-${key}`);
   mkdirSync(build, { recursive: true });
   progress("kernel: configuring");
   await run("make", ["-s", `O=${build}`, "ARCH=i386", `KCONFIG_ALLCONFIG=${inputs.configPath}`, "allnoconfig"], {
@@ -80,6 +90,7 @@ export async function buildKernel(inputs: KernelInputs, progress: (msg: string) 
   const tmp = `${out}.tmp`;
   copyFileSync(join(build, "arch/x86/boot/bzImage"), tmp);
   renameSync(tmp, out);
+  await driverText(build, driverTextPath(out), log);
   progress(`kernel: built in ${Math.round((Date.now() - started) / 1000)} s`);
   return out;
 }

@@ -4,6 +4,7 @@
 // request without a valid reply stays in flight and is re-sent in order
 // when the link comes back (the shadow-driver idea).
 import { addVirtioDevice, type Machine, type VirtioDevice, type VirtioRequest } from "../../hypervisor/v86/adapter.js";
+import { WrittenChecksums } from "./checksums.js";
 import { BlockMetrics, type ViolationKind } from "./metrics.js";
 import { MAX_TRANSFER, SECTOR, VIRTIO_BLK_S, isRequestError, parseRequest } from "./request.js";
 
@@ -54,11 +55,14 @@ export class VirtioBlkFrontEnd {
   /** Why the back end is given up for good (restart budget spent); requests fail until attach(). */
   private failedReason: string | undefined;
   private link: BlockLink | undefined;
+  private readonly checksums: WrittenChecksums;
 
   constructor(
     readonly capacitySectors: number,
     private readonly onViolation: (kind: ViolationKind, detail: string) => void = () => {},
-  ) {}
+  ) {
+    this.checksums = new WrittenChecksums(capacitySectors);
+  }
 
   private device!: VirtioDevice;
 
@@ -169,6 +173,7 @@ export class VirtioBlkFrontEnd {
       return this.finish(vreq, VIRTIO_BLK_S.OK);
     }
     const req: BackendRequest = { id: this.nextId++, op: parsed.op as BackendRequest["op"], sector: parsed.sector, length: parsed.length, data: parsed.data };
+    if (req.op === "write") this.checksums.forget(req.sector, req.length);
     if (this.nextId > 0xffffffff) this.nextId = 1;
     const sent = this.link ? this.link.send(req) : false;
     this.inFlight.set(req.id, { vreq, req, sent, orphaned: false, at: performance.now() });
@@ -183,18 +188,26 @@ export class VirtioBlkFrontEnd {
     if ((resp.data?.length ?? 0) !== expected || (resp.ok && f.req.op !== "flush" && resp.length !== f.req.length)) {
       return this.violation("wrong-length", `reply to ${f.req.op} request ${resp.id}: ${resp.data?.length ?? 0} data bytes, length ${resp.length}, expected ${f.req.length}`);
     }
+    // The disk is a healthy file: an error, or data other than what was
+    // written, means the disk VM's driver is broken. The request stays in
+    // flight and goes to the disk VM's successor; the app VM sees a stall.
+    if (!resp.ok) return this.violation("io-error", `${f.req.op} request ${resp.id} failed in the disk VM`);
+    if (f.req.op === "read" && resp.data) {
+      const bad = this.checksums.mismatch(f.req.sector, resp.data);
+      if (bad >= 0) return this.violation("wrong-data", `read request ${resp.id}: sector ${bad} is not what was written there`);
+    }
     this.inFlight.delete(resp.id);
     this.metrics.roundTripMs += performance.now() - f.at;
     this.metrics.roundTrips++;
-    if (!resp.ok) {
-      this.metrics.ioErrors++;
-      return this.finish(f.vreq, VIRTIO_BLK_S.IOERR);
-    }
     if (f.req.op === "read" && resp.data) {
       f.vreq.write(resp.data);
       this.metrics.bytesRead += resp.data.length;
     } else if (f.req.op === "write") {
       this.metrics.bytesWritten += f.req.length;
+      // Another write to the same sectors still in flight leaves them unknown.
+      const end = f.req.sector + f.req.length / SECTOR;
+      const overlapped = [...this.inFlight.values()].some((o) => o.req.op === "write" && o.req.sector < end && o.req.sector + o.req.length / SECTOR > f.req.sector);
+      if (!overlapped && f.req.data) this.checksums.record(f.req.sector, f.req.data);
     }
     this.finish(f.vreq, VIRTIO_BLK_S.OK);
   }

@@ -6,7 +6,7 @@ import { decodeBlockResponse, encodeBlockRequest } from "../block-link.js";
 import { VirtioBlkFrontEnd } from "./device.js";
 
 export function virtioBlkDevice(ctx: DeviceContext, capacitySectors: number): HostDevice {
-  const frontEnd = VirtioBlkFrontEnd.create(ctx.machine, capacitySectors, (kind, detail) => ctx.violation(`virtio-blk ${kind}: ${detail}`));
+  const frontEnd = VirtioBlkFrontEnd.create(ctx.machine, capacitySectors, (kind, detail) => ctx.peerViolation("block", `virtio-blk ${kind}: ${detail}`));
   let endpoint: ChannelEndpoint | undefined;
   return {
     name: "virtio-blk",
@@ -17,7 +17,7 @@ export function virtioBlkDevice(ctx: DeviceContext, capacitySectors: number): Ho
       endpoint = ep;
       ep.onMessage((msg) => {
         const resp = decodeBlockResponse(msg);
-        if ("code" in resp) frontEnd.metrics.violation("malformed"), ctx.violation(`disk VM sent a malformed reply: ${resp.code}: ${resp.detail}`);
+        if ("code" in resp) frontEnd.metrics.violation("malformed"), ctx.peerViolation("block", `disk VM sent a malformed reply: ${resp.code}: ${resp.detail}`);
         else frontEnd.onResponse(resp);
         frontEnd.retryUnsent();
       });

@@ -1,7 +1,15 @@
 // What the virtio-blk front end counts; shown by `bulkhead status`.
 import type { RequestErrorCode } from "./request.js";
 
-export type ViolationKind = "unknown-id" | "wrong-op" | "wrong-length" | "malformed";
+export type ViolationKind =
+  | "unknown-id"
+  | "wrong-op"
+  | "wrong-length"
+  | "malformed"
+  /** Read data that does not match the checksum of what was written there. */
+  | "wrong-data"
+  /** An I/O error from a disk VM whose disk is a healthy file: its driver is broken. */
+  | "io-error";
 
 export class BlockMetrics {
   requests = { read: 0, write: 0, flush: 0, "get-id": 0 };

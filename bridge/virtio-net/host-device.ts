@@ -26,7 +26,7 @@ export function virtioNetDevice(ctx: DeviceContext, mac: string): HostDevice {
         if ("code" in frame) {
           frontEnd.metrics.drop("from-peer-malformed");
           // One report per burst is enough for the log; every one is counted.
-          if (peerViolations++ % 100 === 0) ctx.violation(`net VM sent a malformed frame message: ${frame.code}: ${frame.detail}`);
+          if (peerViolations++ % 100 === 0) ctx.peerViolation("net", `net VM sent a malformed frame message: ${frame.code}: ${frame.detail}`);
         } else frontEnd.receive(frame);
       });
       frontEnd.attach({ send: (frame) => ep.send(encodeFrame(frame)) });

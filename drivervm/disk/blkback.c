@@ -12,6 +12,7 @@
  *          BH1 window-end TOTAL_PAGES DEVICE_BYTES
  *          BH1 hello disk
  *          BH1 error <what> ERRNO                         (then exit 1)
+ *   verbs: window (report the window again) | garbage N (fault injection: N lying replies)
  *
  * usage: blkback [DEVICE [TTY]]
  */
@@ -255,11 +256,44 @@ static void report_window(void)
 }
 
 /* `window`: report the window again (a restored VM's new worker asks). */
+/*
+ * Fault injection: turn hostile and put `count` lying replies into the
+ * reply ring (unknown ids, wrong ops, impossible lengths), as a compromised
+ * disk VM would. The host must refuse them and treat the VM as dead.
+ */
+static void send_garbage(unsigned count)
+{
+	static const uint32_t lengths[] = { 0, 7, 4096, 0xFFFFFFFFu };
+	pthread_mutex_lock(&lock);
+	for (unsigned i = 0; i < count; i++) {
+		struct ring_resp resp = {
+			.id = 0x80000000u | (uint32_t)rand(),
+			.status = (uint8_t)(i % 5),
+			.op = (uint8_t)(rand() % 7),
+			.length = lengths[i % 4],
+			.err = 0,
+		};
+		memcpy(window + RESP_BASE + (resp_prod % RING_SLOTS) * sizeof resp, &resp, sizeof resp);
+		resp_prod++;
+	}
+	__atomic_store_n(ring_u32(OFF_RESP_PROD), resp_prod, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&lock);
+	ring_host();
+	ch_send("garbage-sent %u", count);
+}
+
 static int handle(char *verb, char *args)
 {
-	(void)args;
 	if (strcmp(verb, "window") == 0) {
 		report_window();
+		return 1;
+	}
+	if (strcmp(verb, "garbage") == 0) {
+		unsigned long n = args ? strtoul(args, NULL, 10) : 0;
+		if (n < 1 || n > RING_SLOTS)
+			ch_send("error garbage bad-arguments");
+		else
+			send_garbage((unsigned)n);
 		return 1;
 	}
 	return 0;

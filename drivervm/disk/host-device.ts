@@ -67,7 +67,7 @@ export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDev
       outbox.length = 0;
       ep.onMessage((msg) => {
         const req = decodeBlockRequest(msg);
-        if ("code" in req) ctx.violation(`app VM front end sent a malformed request: ${req.code}: ${req.detail}`);
+        if ("code" in req) ctx.peerViolation("block", `app VM front end sent a malformed request: ${req.code}: ${req.detail}`);
         else backEnd.submit(req);
       });
     },

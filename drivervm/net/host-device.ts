@@ -56,7 +56,7 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
         const frame = decodeFrame(msg);
         if ("code" in frame) {
           channelDrops["from-peer-malformed"]++;
-          if (reported++ % 100 === 0) ctx.violation(`app VM front end sent a malformed frame message: ${frame.code}: ${frame.detail}`);
+          if (reported++ % 100 === 0) ctx.peerViolation("net", `app VM front end sent a malformed frame message: ${frame.code}: ${frame.detail}`);
         } else backEnd.send(frame);
       });
     },

@@ -10,7 +10,7 @@ export type ControlRequest =
   | { id: number; op: "events" };
 
 /** Faults `bulkhead crash` injects for real into a driver VM. */
-export const INJECTED_FAULTS = ["panic", "kill", "hang"] as const;
+export const INJECTED_FAULTS = ["panic", "flip", "hang", "reset", "kill", "garbage"] as const;
 export type InjectedFault = (typeof INJECTED_FAULTS)[number];
 
 export type ControlResponse = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };

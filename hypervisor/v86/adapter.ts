@@ -53,6 +53,8 @@ interface Cpu {
   reboot_internal: () => void;
   /** Writes guest memory and invalidates JIT code compiled from it. */
   write_blob: (blob: Uint8Array, address: number) => void;
+  /** Control registers; cr[3] is the page directory's physical address. */
+  cr: { [index: number]: number };
 }
 interface V86Core {
   cpu: Cpu;
@@ -76,6 +78,7 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
   ["emulator.v86.cpu.reboot_internal (function)", (c) => typeof c.cpu?.reboot_internal === "function"],
   ["emulator.v86.cpu.write_blob (function)", (c) => typeof c.cpu?.write_blob === "function"],
   ["emulator.v86.cpu.io.register_write (function)", (c) => typeof c.cpu?.io?.register_write === "function"],
+  ["emulator.v86.cpu.cr (control registers)", (c) => typeof c.cpu?.cr?.[3] === "number"],
   [
     "emulator.v86.cpu.devices.net (NE2000: receive, do_interrupt, cr, isr, pstart, pstop, curpg, boundary)",
     (c) => {
@@ -227,6 +230,8 @@ export interface Machine {
   destroy(): Promise<void>;
   /** Resets the CPU (the guest reboots), as a triple fault would. */
   resetCpu(): void;
+  /** Called whenever the CPU resets: a triple fault, a guest reboot, or resetCpu(). */
+  onReset(listener: () => void): void;
   /** Lets a sleeping emulator handle an interrupt a host device just raised. */
   wake(): void;
   /** Flips a serial port's ring-indicator line (a modem-status interrupt in the guest). */
@@ -242,6 +247,12 @@ export interface Machine {
   memory(): Uint8Array;
   /** PCI functions on the bus: bus:device.function and vendor:device ids. */
   pciFunctions(): Array<{ bdf: number; vendor: number; device: number }>;
+  /**
+   * Translates a virtual address through the guest's current page tables
+   * (32-bit paging without PAE, as our kernel uses: 4 KiB and 4 MiB pages);
+   * undefined when it is not mapped or paging is off.
+   */
+  translate(virtual: number): number | undefined;
   /** The NE2000, for a machine built with nic "ne2k". */
   ne2k(): Nic;
 }
@@ -440,6 +451,15 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
     resetCpu() {
       core(emulator).cpu.reboot_internal();
     },
+    onReset(listener) {
+      // Every reset path of v86 (triple fault, keyboard controller, ACPI, PCI reset register) ends here.
+      const cpu = core(emulator).cpu;
+      const original = cpu.reboot_internal.bind(cpu);
+      cpu.reboot_internal = () => {
+        original();
+        listener();
+      };
+    },
     writePhysical(address, data) {
       core(emulator).cpu.write_blob(data, address);
     },
@@ -470,6 +490,21 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
           wake(c);
         },
       };
+    },
+    translate(virtual) {
+      const cpu = core(emulator).cpu;
+      const cr0 = cpu.cr[0] >>> 0;
+      if (!(cr0 & 0x80000000)) return undefined;
+      const mem = this.memory();
+      const u32 = (addr: number) => (addr + 4 <= mem.length ? (mem[addr] | (mem[addr + 1] << 8) | (mem[addr + 2] << 16) | (mem[addr + 3] << 24)) >>> 0 : 0);
+      const v = virtual >>> 0;
+      const pde = u32(((cpu.cr[3] >>> 0) & 0xfffff000) + (v >>> 22) * 4);
+      if (!(pde & 1)) return undefined;
+      // PSE: a 4 MiB page straight from the directory.
+      if (pde & 0x80) return ((pde & 0xffc00000) | (v & 0x3fffff)) >>> 0;
+      const pte = u32((pde & 0xfffff000) + ((v >>> 12) & 0x3ff) * 4);
+      if (!(pte & 1)) return undefined;
+      return ((pte & 0xfffff000) | (v & 0xfff)) >>> 0;
     },
     pciFunctions() {
       const pci = core(emulator).cpu.devices.pci;

@@ -11,8 +11,10 @@ export interface DeviceContext {
   sendControl(line: string): void;
   /** Rings the guest helper's doorbell (the control line's ring-indicator). */
   kick(): void;
-  /** Tells the main thread about a protocol violation by the guest or a peer. */
+  /** Tells the main thread about a protocol violation by this VM's guest. */
   violation(detail: string): void;
+  /** Tells the main thread that the other end of a service's channel lied (a lying driver VM is compromised). */
+  peerViolation(service: Service, detail: string): void;
   /** Tells the main thread the device can serve (e.g. the helper's window is registered). */
   ready(): void;
 }

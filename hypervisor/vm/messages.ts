@@ -51,6 +51,8 @@ export type ToWorker =
   | { type: "detach-channel"; service: Service }
   | { type: "fail-channel"; service: Service; reason: string }
   | { type: "device-status" }
+  /** Fault injection: flip random bits in these kernel code ranges (virtual addresses). */
+  | { type: "flip"; ranges: Array<{ start: number; end: number }>; bits: number; seed: number }
   /** Fault injection: the worker dies abruptly, as a crashed task would. */
   | { type: "die" }
   | { type: "stop" };
@@ -66,7 +68,11 @@ export type FromWorker =
   | { type: "state-saved"; bytes: number; sha256: string; ms: number }
   | { type: "state-failed"; message: string }
   | { type: "memory"; heapBytes: number; externalBytes: number }
-  | { type: "violation"; detail: string }
+  /** A protocol violation: by this VM's guest, or (peer) by the other end of a service's channel. */
+  | { type: "violation"; detail: string; peer?: Service }
+  /** The guest's CPU reset (triple fault or reboot): the VM as booted is gone. */
+  | { type: "cpu-reset" }
   | { type: "device-ready" }
+  | { type: "flipped"; flips: Array<{ virtual: number; physical: number; bit: number }>; error?: string }
   | { type: "device-status"; devices: Record<string, unknown> }
   | { type: "stopped" };

@@ -16,7 +16,7 @@ import type { MachineConfig } from "./spec.js";
 
 export type VmState = "stopped" | "booting" | "restoring" | "snapshotting" | "ready" | "halted" | "failed";
 
-export type VmFaultKind = "worker-error" | "worker-exit" | "panic" | "protocol" | "hang";
+export type VmFaultKind = "worker-error" | "worker-exit" | "panic" | "oops" | "protocol" | "hang" | "reset" | "violation";
 export interface VmFault {
   kind: VmFaultKind;
   detail: string;
@@ -55,6 +55,8 @@ export interface VmOptions {
   snapshotShape?: unknown;
   /** Keep a spare worker with the snapshot loaded, so a reboot is fast (default on). */
   spare?: boolean;
+  /** A kernel oops is a fault (a driver VM's driver is dead); off for the app VM, whose kernel carries on. */
+  fatalOops?: boolean;
 }
 
 export interface ExecResult {
@@ -281,8 +283,12 @@ export class VirtualMachine extends EventEmitter {
           this.memory = { heapBytes: msg.heapBytes, externalBytes: msg.externalBytes };
           break;
         case "violation":
-          this.note(`protocol violation: ${msg.detail}`);
-          this.emit("violation", msg.detail);
+          this.note(`protocol violation${msg.peer ? ` by the other end of the ${msg.peer} channel` : ""}: ${msg.detail}`);
+          this.emit("violation", msg.detail, msg.peer);
+          break;
+        case "cpu-reset":
+          // A reset during a reboot of our own making is that reboot; otherwise the guest is gone.
+          if (this.state === "ready") this.declareDead("reset", "the CPU reset (triple fault or reboot)");
           break;
         case "device-ready":
           this.deviceReady = true;
@@ -339,7 +345,7 @@ export class VirtualMachine extends EventEmitter {
    * A detector outside the VM (the monitor's heartbeat) declares it dead:
    * its worker is stopped at once, as for any other fault.
    */
-  declareDead(kind: "hang", detail: string): void {
+  declareDead(kind: "hang" | "reset" | "violation", detail: string): void {
     if (!this.worker) return;
     const worker = this.worker;
     this.worker = undefined;
@@ -378,6 +384,10 @@ export class VirtualMachine extends EventEmitter {
       this.emit("console-line", line);
       if (/reboot: (Power down|System halted)/.test(line)) this.onHalted();
       else if (/Kernel panic - not syncing/.test(line)) this.fault({ kind: "panic", detail: line.slice(0, 200) });
+      // An oops leaves the kernel running with a dead driver: as good as a panic for a driver VM.
+      else if (this.opts.fatalOops && /^\[[\s\d.]+\] (Oops|BUG: |general protection fault|invalid opcode: |kernel BUG at )/.test(line)) {
+        this.fault({ kind: "oops", detail: line.slice(0, 200) });
+      }
     }
   }
 
@@ -491,22 +501,47 @@ export class VirtualMachine extends EventEmitter {
     return this.ask(p, "BH1 inventory", () => (clearTimeout(this.inventory?.timer), (this.inventory = undefined)));
   }
 
+  /** Fault injection: flips `bits` random bits of the given kernel code ranges in the guest's memory. */
+  flip(ranges: Array<{ start: number; end: number }>, bits: number, seed: number, timeoutMs = 2000): Promise<Array<{ virtual: number; physical: number; bit: number }>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => (this.off("worker-message", on), reject(new VmError(this.role, "timeout", "flip got no answer from the worker"))), timeoutMs);
+      const on = (msg: FromWorker) => {
+        if (msg.type !== "flipped") return;
+        clearTimeout(timer);
+        this.off("worker-message", on);
+        if (msg.error) reject(new VmError(this.role, "refused", `flip failed: ${msg.error}`));
+        else resolve(msg.flips);
+      };
+      this.on("worker-message", on);
+      try {
+        this.send({ type: "flip", ranges, bits, seed });
+      } catch (err) {
+        clearTimeout(timer);
+        this.off("worker-message", on);
+        reject(err);
+      }
+    });
+  }
+
   /**
    * Fault injection: the driver VM's helper writes `count` malformed entries
    * into its shared ring, as a compromised driver VM would.
    */
   garbage(count: number, timeoutMs = 5000): Promise<number> {
     return new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => (this.off("control", on), reject(new VmError(this.role, "timeout", `garbage got no answer from the ${this.role} VM`))), timeoutMs);
+      const done = () => (clearTimeout(timer), this.off("control", on), this.off("fault", onFault));
+      const timer = setTimeout(() => (done(), reject(new VmError(this.role, "timeout", `garbage got no answer from the ${this.role} VM`))), timeoutMs);
       const on = (msg: ControlMessage) => {
-        if (msg.kind === "garbage-sent") (clearTimeout(timer), this.off("control", on), resolve(msg.count));
+        if (msg.kind === "garbage-sent") (done(), resolve(msg.count));
       };
+      // The host may declare the VM dead before the helper can answer.
+      const onFault = (fault: VmFault) => (done(), reject(new VmError(this.role, "down", `${this.role} VM is down (${fault.kind}) before it answered`)));
       this.on("control", on);
+      this.on("fault", onFault);
       try {
         this.channelSend(`BH1 garbage ${count}`);
       } catch (err) {
-        clearTimeout(timer);
-        this.off("control", on);
+        done();
         reject(err);
       }
     });

@@ -1,5 +1,6 @@
 // A VM task's body: one worker thread running one v86 instance. It owns
 // nothing but its machine; the main thread decides everything else.
+import { flipBits } from "../faults/flip.js";
 import { createHash } from "node:crypto";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
@@ -130,6 +131,7 @@ async function start(): Promise<Machine> {
       // The ring-indicator line wakes a helper in TIOCMIWAIT from the interrupt handler.
       kick: () => machine.flipRingIndicator(1),
       violation: (detail) => post({ type: "violation", detail }),
+      peerViolation: (service, detail) => post({ type: "violation", detail, peer: service }),
       ready: () => post({ type: "device-ready" }),
     }, diskImage);
   } catch (err) {
@@ -141,6 +143,7 @@ async function start(): Promise<Machine> {
     else consoleTimer ??= setTimeout(flushConsole, 5);
   });
   machine.onSerialByte(1, onChannelByte);
+  machine.onReset(() => post({ type: "cpu-reset" }));
   let t1 = t0;
   if (state) {
     // A spare: everything is built; restore only when the main thread says so.
@@ -208,6 +211,13 @@ start().then(
           break;
         case "reset-cpu":
           machine.resetCpu();
+          break;
+        case "flip":
+          try {
+            post({ type: "flipped", flips: flipBits(machine, msg.ranges, msg.bits, msg.seed) });
+          } catch (err) {
+            post({ type: "flipped", flips: [], error: (err as Error).message });
+          }
           break;
         case "die":
           process.exit(70);

@@ -78,14 +78,43 @@ describe("VirtioBlkFrontEnd", () => {
     expect(fe.status().replayed).toBe(3); // sent to a back end that went away
   });
 
-  it("counts a failed reply as an I/O error for the guest", () => {
+  it("takes a failed reply for a broken disk VM: a violation, and the request waits for its successor", () => {
     const { device, fe } = setup();
     const req = blkRequest(VIRTIO_BLK_T.OUT, 0, { data: new Uint8Array(512) });
     device.queue.push(req);
     fe.onNotify();
     fe.onResponse({ id: 1, op: "write", ok: false, length: 0 });
-    expect(req.status).toBe(VIRTIO_BLK_S.IOERR);
-    expect(fe.status().ioErrors).toBe(1);
+    expect(req.status).toBeUndefined();
+    expect(fe.status()).toMatchObject({ ioErrors: 0, inFlight: 1, violations: { "io-error": 1 } });
+    fe.detach();
+    fe.attach({ send: () => true });
+    fe.onResponse({ id: 1, op: "write", ok: true, length: 512 });
+    expect(req.status).toBe(VIRTIO_BLK_S.OK);
+  });
+
+  it("catches read data that differs from what was written there, and waits for a good copy", () => {
+    const { device, fe } = setup();
+    const data = new Uint8Array(1024).map((_, i) => i * 7);
+    const write = blkRequest(VIRTIO_BLK_T.OUT, 8, { data });
+    device.queue.push(write);
+    fe.onNotify();
+    fe.onResponse({ id: 1, op: "write", ok: true, length: 1024 });
+    const read = blkRequest(VIRTIO_BLK_T.IN, 8, { readLength: 1024 });
+    device.queue.push(read);
+    fe.onNotify();
+    const wrong = data.slice();
+    wrong[700] ^= 4;
+    fe.onResponse({ id: 2, op: "read", ok: true, length: 1024, data: wrong });
+    expect(read.status).toBeUndefined();
+    expect(fe.status().violations).toMatchObject({ "wrong-data": 1 });
+    fe.onResponse({ id: 2, op: "read", ok: true, length: 1024, data });
+    expect(read.status).toBe(VIRTIO_BLK_S.OK);
+    // Sectors never written through the front end are not checked.
+    const other = blkRequest(VIRTIO_BLK_T.IN, 100, { readLength: 512 });
+    device.queue.push(other);
+    fe.onNotify();
+    fe.onResponse({ id: 3, op: "read", ok: true, length: 512, data: new Uint8Array(512).fill(9) });
+    expect(other.status).toBe(VIRTIO_BLK_S.OK);
   });
 
   it("fails every request with an I/O error once the back end is given up, until a new one attaches", () => {
