@@ -11,7 +11,8 @@ import { attachConsole } from "./terminal/attach.js";
 import { ProgressDisplay } from "./terminal/progress.js";
 import { formatStatus } from "./terminal/status.js";
 import { parseSize } from "../drivervm/disk/image-file.js";
-import { INJECTED_FAULTS } from "./control/protocol.js";
+import { INJECTED_FAULTS, type InjectedFault } from "./control/protocol.js";
+import { formatCampaign, runCampaign } from "./faults/campaign.js";
 import type { HvEvent } from "./events.js";
 import { resolve } from "node:path";
 
@@ -245,7 +246,9 @@ await yargs(hideBin(process.argv))
           type: "string",
           choices: [...INJECTED_FAULTS],
           default: "panic",
-          describe: "panic: the guest kernel panics (sysrq); kill: the VM's worker dies; hang: its helper stops answering (SIGSTOP)",
+          describe:
+            "panic: the guest kernel panics (sysrq c); flip: random bits of its driver's code flip (disk, net); hang: its helper stops (SIGSTOP); " +
+            "reset: the guest reboots at once (sysrq b); kill: its worker dies; garbage: its helper writes lying ring entries (disk, net)",
         })
         .option("wait", { type: "number", default: 15, describe: "seconds to wait for detection and restart" }),
     (argv) =>
@@ -269,6 +272,39 @@ await yargs(hideBin(process.argv))
         }
         fail(`no restart of the ${argv.vm} VM within ${argv.wait} s; see \`bulkhead events\``);
       }),
+  )
+  .command(
+    "faults",
+    "Run a fault-injection campaign: a verifying workload in the app VM while real faults hit one driver VM at random moments; prints a table per fault kind",
+    (y) =>
+      y
+        .option("vm", { type: "string", choices: ["disk", "net"], demandOption: true, describe: "the driver VM to inject into" })
+        .option("count", { type: "number", default: 30, describe: "number of faults" })
+        .option("kinds", { type: "string", default: INJECTED_FAULTS.join(","), describe: `comma-separated fault kinds, taken in turn (${INJECTED_FAULTS.join(", ")})` })
+        .option("seed", { type: "number", default: 1, describe: "seed of the random moments and flipped bits: a campaign is repeatable" })
+        .option("heartbeat-ms", { type: "number", default: 250, describe: "heartbeat period of the driver VM; two missed periods mean hung" })
+        .option("json", { type: "boolean", default: false, describe: "print the raw results (every trial) as JSON" })
+        .epilog("The campaign starts its own app and driver VM in a temporary run folder, with a restart budget large enough for it; it does not touch a running setup."),
+    async (argv) => {
+      const kinds = argv.kinds.split(",").map((k) => k.trim());
+      const bad = kinds.filter((k) => !(INJECTED_FAULTS as readonly string[]).includes(k));
+      if (bad.length > 0 || kinds.length === 0) fail(`unknown fault kind ${bad.join(", ")}: use ${INJECTED_FAULTS.join(", ")}`, 2);
+      if (!Number.isInteger(argv.count) || argv.count < 1) fail("--count must be a positive whole number", 2);
+      try {
+        const result = await runCampaign({
+          vm: argv.vm as "disk" | "net",
+          count: argv.count,
+          kinds: kinds as InjectedFault[],
+          seed: argv.seed,
+          heartbeatMs: argv["heartbeat-ms"],
+          progress: (line) => process.stderr.write(`faults: ${line}\n`),
+        });
+        process.stdout.write(argv.json ? JSON.stringify(result, null, 2) + "\n" : formatCampaign(result) + "\n");
+        process.exit(result.appSurvived && result.bytesLostOrCorrupted === 0 ? 0 : 1);
+      } catch (err) {
+        fail(err);
+      }
+    },
   )
   .command(
     "events",

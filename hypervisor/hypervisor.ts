@@ -350,7 +350,7 @@ export class Hypervisor extends EventEmitter {
       case "flip": {
         const ranges = this.driverText()[role];
         if (!ranges?.length) throw new Error(`no driver code map for the ${role} VM`);
-        const bits = opts.bits ?? 8;
+        const bits = opts.bits ?? 32;
         const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31);
         this.events.add(role, "fault-injected", `flip ${bits} bits (seed ${seed})`);
         const flips = await vm.flip(ranges, bits, seed);

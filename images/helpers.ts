@@ -12,6 +12,7 @@ export const HELPERS: Record<string, string> = {
   blkback: "drivervm/disk/blkback.c",
   netback: "drivervm/net/netback.c",
   blkbench: "bench/guest/blkbench.c",
+  faultload: "guests/faultload.c",
 };
 
 export const CFLAGS = ["-m32", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror"];

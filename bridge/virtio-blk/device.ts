@@ -4,6 +4,7 @@
 // request without a valid reply stays in flight and is re-sent in order
 // when the link comes back (the shadow-driver idea).
 import { addVirtioDevice, type Machine, type VirtioDevice, type VirtioRequest } from "../../hypervisor/v86/adapter.js";
+import { RecoveryClock } from "../recovery.js";
 import { WrittenChecksums } from "./checksums.js";
 import { BlockMetrics, type ViolationKind } from "./metrics.js";
 import { MAX_TRANSFER, SECTOR, VIRTIO_BLK_S, isRequestError, parseRequest } from "./request.js";
@@ -56,6 +57,7 @@ export class VirtioBlkFrontEnd {
   private failedReason: string | undefined;
   private link: BlockLink | undefined;
   private readonly checksums: WrittenChecksums;
+  readonly recovery = new RecoveryClock();
 
   constructor(
     readonly capacitySectors: number,
@@ -114,6 +116,7 @@ export class VirtioBlkFrontEnd {
   /** The back end went away: keep every request, send none until attach(). */
   detach(): void {
     this.link = undefined;
+    this.recovery.lost();
     for (const f of this.inFlight.values()) {
       f.orphaned ||= f.sent;
       f.sent = false;
@@ -140,7 +143,11 @@ export class VirtioBlkFrontEnd {
   }
 
   status() {
-    return { ...this.metrics.snapshot(this.inFlight.size, [...this.inFlight.values()].filter((f) => !f.sent).length), failed: this.failedReason ?? null };
+    return {
+      ...this.metrics.snapshot(this.inFlight.size, [...this.inFlight.values()].filter((f) => !f.sent).length),
+      ...this.recovery.snapshot(),
+      failed: this.failedReason ?? null,
+    };
   }
 
   /** Sends what could not be sent before (the channel was full). */
@@ -197,6 +204,7 @@ export class VirtioBlkFrontEnd {
       if (bad >= 0) return this.violation("wrong-data", `read request ${resp.id}: sector ${bad} is not what was written there`);
     }
     this.inFlight.delete(resp.id);
+    this.recovery.served();
     this.metrics.roundTripMs += performance.now() - f.at;
     this.metrics.roundTrips++;
     if (f.req.op === "read" && resp.data) {

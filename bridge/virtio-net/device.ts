@@ -6,6 +6,7 @@
 // TCP retransmits them.
 import { addVirtioDevice, type Machine, type VirtioDevice } from "../../hypervisor/v86/adapter.js";
 import { MAX_FRAME, frameProblem } from "../frame-message.js";
+import { RecoveryClock } from "../recovery.js";
 import { NetMetrics } from "./metrics.js";
 
 /** The virtio-net PCI function's place in the app VM (a free slot). */
@@ -40,6 +41,7 @@ export function parseMac(mac: string): Uint8Array {
 
 export class VirtioNetFrontEnd {
   readonly metrics = new NetMetrics();
+  readonly recovery = new RecoveryClock();
   private link: NetLink | undefined;
   private readonly backlog: Uint8Array[] = [];
   private device!: VirtioDevice;
@@ -77,6 +79,7 @@ export class VirtioNetFrontEnd {
   /** The net VM went away: frames from the guest are dropped until attach(). */
   detach(): void {
     this.link = undefined;
+    this.recovery.lost();
   }
 
   /** The guest sent frames: each goes out on the link, or is dropped and counted. */
@@ -101,6 +104,7 @@ export class VirtioNetFrontEnd {
 
   /** A frame from the net VM, already validated: into a posted buffer, or the backlog. */
   receive(frame: Uint8Array): void {
+    this.recovery.served();
     if (this.backlog.length === 0 && this.deliver(frame)) return;
     if (this.backlog.length >= BACKLOG_MAX) return this.metrics.drop("no-guest-buffer");
     this.backlog.push(frame.slice());
@@ -129,8 +133,8 @@ export class VirtioNetFrontEnd {
     return true;
   }
 
-  status(): ReturnType<NetMetrics["snapshot"]> & { linkUp: boolean; backlog: number } {
-    return { ...this.metrics.snapshot(), linkUp: this.link !== undefined, backlog: this.backlog.length };
+  status(): ReturnType<NetMetrics["snapshot"]> & ReturnType<RecoveryClock["snapshot"]> & { linkUp: boolean; backlog: number } {
+    return { ...this.metrics.snapshot(), ...this.recovery.snapshot(), linkUp: this.link !== undefined, backlog: this.backlog.length };
   }
 
   getState(): unknown {
