@@ -133,7 +133,7 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
       for (let i = 0; i < 60 && !(await app.exec("ip route", 5000)).output.toString().includes("default via"); i++) await sleep(500);
       netLoop = (async () => {
         while (!stopNet) {
-          const r = await app.exec(`if wget -q -T 20 -O /tmp/d ${url}; then sha256sum /tmp/d; else echo failed; fi`, 120_000).catch(() => undefined);
+          const r = await app.exec(`if timeout 60 wget -q -O /tmp/d ${url}; then sha256sum /tmp/d; else echo failed; fi`, 120_000).catch(() => undefined);
           const out = r?.output.toString() ?? "failed";
           workload.downloads++;
           if (out.startsWith("failed")) workload.downloadErrors++;

@@ -35,13 +35,14 @@ describe("the four-VM setup", () => {
     for (const role of ["app", "disk", "net", "pci"]) expect(await run(role, "uname -m; hostname")).toBe(`i686\n${role}\n`);
   });
 
-  it("gives the app VM no physical disk, no NIC and no disk or NIC driver: only its paravirtual /dev/vda", async () => {
+  it("gives the app VM no physical disk, no NIC and no disk or NIC driver: only its paravirtual /dev/vda and eth0", async () => {
     expect(await run("app", "ls /sys/block | grep -E '^(sd|hd|vd)' || true")).toBe("vda\n");
-    expect(await run("app", "ls /sys/class/net")).toBe("lo\n");
+    expect(await run("app", "ls /sys/class/net")).toBe("eth0\nlo\n");
+    expect(await run("app", "basename $(readlink /sys/class/net/eth0/device/driver)")).toBe("virtio_net\n");
     const bound = await run("app", BOUND);
     // Only the paravirtual transport binds anything; no ata_piix or ne2k-pci at all.
     expect(bound).not.toMatch(/^(ata_piix|ne2k-pci): 0000/m);
-    expect(bound).toMatch(/^virtio-pci: 0000:00:0c\.0 0000:00:0d\.0 $/m);
+    expect(bound).toMatch(/^virtio-pci: 0000:00:0c\.0 0000:00:0d\.0 0000:00:0e\.0 $/m);
     expect(bound.match(/^[^:]+: 0000/gm)).toEqual(["virtio-pci: 0000"]);
     const ids = await run("app", "cat /sys/bus/pci/devices/*/vendor /sys/bus/pci/devices/*/device | tr '\\n' ' '");
     expect(ids).not.toContain("0x7010");
@@ -56,7 +57,8 @@ describe("the four-VM setup", () => {
     const net = await run("net", BOUND);
     expect(net).toMatch(/^ne2k-pci: 0000:00:05\.0 $/m);
     expect(net).not.toMatch(/^ata_piix: 0000/m);
-    expect(await run("net", "ls /sys/class/net | tr '\\n' ' '")).toBe("eth0 lo ");
+    // eth0 is the NE2000; br0 and tap0 are netback's bridge to the app VM.
+    expect(await run("net", "ls /sys/class/net | tr '\\n' ' '")).toBe("br0 eth0 lo tap0 ");
   });
 
   it("has the PCI VM report the machine's inventory, with the IDE controller and the NE2000", async () => {

@@ -16,7 +16,7 @@ describe("parseRequest (control API)", () => {
     ["an unknown op", '{"id":1,"op":"format"}', 'unknown op "format"'],
     ["exec without a command", '{"id":1,"op":"exec"}', "exec needs a command (1-4000 chars)"],
     ["reboot without a vm", '{"id":1,"op":"reboot"}', "reboot needs a vm"],
-    ["crash with an unknown fault", '{"id":1,"op":"crash","vm":"disk","fault":"meteor"}', "crash needs a fault: panic, kill, hang"],
+    ["crash with an unknown fault", '{"id":1,"op":"crash","vm":"disk","fault":"meteor"}', "crash needs a fault: panic, flip, hang, reset, kill, garbage"],
   ])("refuses %s", (_n, text, error) => {
     expect(parseRequest(text)).toMatchObject({ error });
   });
