@@ -27,6 +27,13 @@ const LINK_UP = 1;
 const MTU = MAX_FRAME - 14;
 /** Frames from the link waiting for the guest to post receive buffers. */
 const BACKLOG_MAX = 512;
+/**
+ * Frames the guest sends while the net VM reboots wait for its successor, a
+ * bounded while: its TCP then sees a delay, not a loss and a retransmission
+ * timeout.
+ */
+const HOLD_MAX = 256;
+const HOLD_MS = 2000;
 
 /** Where frames from the guest go; send() returns false when the link is down or full. */
 export interface NetLink {
@@ -44,6 +51,7 @@ export class VirtioNetFrontEnd {
   readonly recovery = new RecoveryClock();
   private link: NetLink | undefined;
   private readonly backlog: Uint8Array[] = [];
+  private readonly held: Array<{ frame: Uint8Array; at: number }> = [];
   private device!: VirtioDevice;
 
   constructor(private readonly onViolation: (detail: string) => void = () => {}) {}
@@ -74,6 +82,12 @@ export class VirtioNetFrontEnd {
   /** Connects (or reconnects) the net VM. */
   attach(link: NetLink): void {
     this.link = link;
+    const now = performance.now();
+    for (const { frame, at } of this.held.splice(0)) {
+      if (now - at > HOLD_MS) this.metrics.drop("link-down");
+      else if (!link.send(frame)) this.metrics.drop("channel-full");
+      else this.metrics.sent(frame.length);
+    }
   }
 
   /** The net VM went away: frames from the guest are dropped until attach(). */
@@ -94,12 +108,17 @@ export class VirtioNetFrontEnd {
         const buf = new Uint8Array(req.readableBytes);
         req.read(buf);
         const frame = buf.subarray(HEADER_BYTES);
-        if (!this.link) this.metrics.drop("link-down");
+        if (!this.link) this.hold(frame);
         else if (!this.link.send(frame)) this.metrics.drop("channel-full");
         else this.metrics.sent(frame.length);
       }
       this.device.complete(TX, req);
     }
+  }
+
+  private hold(frame: Uint8Array): void {
+    if (this.held.length >= HOLD_MAX) return this.metrics.drop("link-down");
+    this.held.push({ frame: frame.slice(), at: performance.now() });
   }
 
   /** A frame from the net VM, already validated: into a posted buffer, or the backlog. */
@@ -133,8 +152,8 @@ export class VirtioNetFrontEnd {
     return true;
   }
 
-  status(): ReturnType<NetMetrics["snapshot"]> & ReturnType<RecoveryClock["snapshot"]> & { linkUp: boolean; backlog: number } {
-    return { ...this.metrics.snapshot(), ...this.recovery.snapshot(), linkUp: this.link !== undefined, backlog: this.backlog.length };
+  status(): ReturnType<NetMetrics["snapshot"]> & ReturnType<RecoveryClock["snapshot"]> & { linkUp: boolean; backlog: number; held: number } {
+    return { ...this.metrics.snapshot(), ...this.recovery.snapshot(), linkUp: this.link !== undefined, backlog: this.backlog.length, held: this.held.length };
   }
 
   getState(): unknown {

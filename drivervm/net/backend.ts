@@ -56,9 +56,9 @@ export class NetBackEnd {
 
   /** A frame from the app VM, for the wire. */
   send(frame: Uint8Array): void {
-    if (!this.window) return this.drop("no-window");
-    if (this.backlog.length > 0 || !this.put(frame)) {
-      if (this.backlog.length >= BACKLOG_MAX) return this.drop("netback-ring-full");
+    // Before netback registers its window (a restored VM registers it again) frames wait in the backlog.
+    if (!this.window || this.backlog.length > 0 || !this.put(frame)) {
+      if (this.backlog.length >= BACKLOG_MAX) return this.drop(this.window ? "netback-ring-full" : "no-window");
       this.backlog.push(frame.slice());
     }
     this.armWatchdog();

@@ -52,8 +52,23 @@
 static struct {
 	uint64_t to_slirp_frames, to_slirp_bytes, to_client_frames, to_client_bytes;
 	uint64_t dropped_malformed, dropped_no_client, dropped_would_block;
-	uint64_t refused_by_policy, clients;
+	uint64_t refused_by_policy, clients, held;
 } cnt;
+
+/*
+ * Frames for a machine that is being replaced (its net VM rebooting) wait
+ * here, a bounded while, for the next client: a reboot then costs the
+ * guest's TCP a delay instead of a loss and a retransmission timeout.
+ */
+#define HOLD_FRAMES 256
+#define HOLD_MS 2000
+static struct {
+	uint8_t data[FRAME_MAX];
+	uint16_t len;
+	int64_t at_ms;
+} hold[HOLD_FRAMES];
+static unsigned hold_first, hold_count;
+static int64_t now_ns(void);
 
 static Slirp *slirp;
 static struct in_addr host_addr;
@@ -84,11 +99,11 @@ static void print_counters(void)
 {
 	fprintf(stderr, "{\"to_slirp_frames\":%" PRIu64 ",\"to_slirp_bytes\":%" PRIu64
 		",\"to_client_frames\":%" PRIu64 ",\"to_client_bytes\":%" PRIu64
-		",\"dropped_malformed\":%" PRIu64 ",\"dropped_no_client\":%" PRIu64
+		",\"held\":%" PRIu64 ",\"dropped_malformed\":%" PRIu64 ",\"dropped_no_client\":%" PRIu64
 		",\"dropped_would_block\":%" PRIu64 ",\"refused_by_policy\":%" PRIu64
 		",\"clients\":%" PRIu64 "}\n",
 		cnt.to_slirp_frames, cnt.to_slirp_bytes, cnt.to_client_frames,
-		cnt.to_client_bytes, cnt.dropped_malformed, cnt.dropped_no_client,
+		cnt.to_client_bytes, cnt.held, cnt.dropped_malformed, cnt.dropped_no_client,
 		cnt.dropped_would_block, cnt.refused_by_policy, cnt.clients);
 	fflush(stderr);
 }
@@ -137,7 +152,15 @@ static void client_send(const void *buf, size_t len)
 	ssize_t n;
 
 	if (cl.fd < 0 || cl.dead) {
-		cnt.dropped_no_client++;
+		if (hold_count == HOLD_FRAMES || len > FRAME_MAX) {
+			cnt.dropped_no_client++;
+			return;
+		}
+		unsigned i = (hold_first + hold_count++) % HOLD_FRAMES;
+		memcpy(hold[i].data, buf, len);
+		hold[i].len = (uint16_t)len;
+		hold[i].at_ms = now_ns() / 1000000;
+		cnt.held++;
 		return;
 	}
 	if (len > PREFIX_MAX) {
@@ -338,6 +361,18 @@ static void client_read(void)
 		client_close("bad length prefix");
 }
 
+/* A new client: hand it what waited for it, unless it waited too long. */
+static void hold_release(void)
+{
+	int64_t now = now_ns() / 1000000;
+	for (; hold_count > 0; hold_count--, hold_first = (hold_first + 1) % HOLD_FRAMES) {
+		if (now - hold[hold_first].at_ms > HOLD_MS)
+			cnt.dropped_no_client++;
+		else
+			client_send(hold[hold_first].data, hold[hold_first].len);
+	}
+}
+
 static void client_accept(int lfd)
 {
 	int fd, sz = CLIENT_SNDBUF;
@@ -351,6 +386,8 @@ static void client_accept(int lfd)
 		cl.fd = fd;
 		cnt.clients++;
 	}
+	if (cl.fd >= 0 && !cl.dead)
+		hold_release();
 }
 
 /*

@@ -100,11 +100,17 @@ describe("NetBackEnd (net VM side)", () => {
     expect(be.status().backlog).toBe(1);
   });
 
-  it("drops frames while netback has registered no window", () => {
-    const mem = new Uint8Array(4096);
-    const machine = { memory: () => mem, writePhysical: () => {} } as unknown as Machine;
+  it("keeps frames that come before netback registers its window, bounded, and sends them once it does", () => {
+    const mem = new Uint8Array(MEMORY_PAGES * 4096);
+    const machine = { memory: () => mem, writePhysical: (a: number, d: Uint8Array) => mem.set(d, a) } as unknown as Machine;
     const be = new NetBackEnd(machine, () => {}, () => {}, () => {});
-    be.send(frame(60));
-    expect(be.status().drops).toMatchObject({ "no-window": 1 });
+    for (let i = 0; i < 300; i++) be.send(frame(60, i & 0xff));
+    expect(be.status()).toMatchObject({ backlog: 256, drops: { "no-window": 44 } });
+    const w = new GuestWindow(Array.from({ length: R.WINDOW_PAGES }, (_, i) => 300 + i));
+    w.writeU32(machine, R.OFF_MAGIC, R.MAGIC);
+    be.attachWindow(w);
+    expect(w.readU32(machine, R.OFF_TO_GUEST_PROD)).toBe(R.SLOTS);
+    expect(w.copyOut(machine, toGuestSlot(0) + R.SLOT_HEADER, 1)[0]).toBe(0);
+    be.stop();
   });
 });
