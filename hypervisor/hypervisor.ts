@@ -314,7 +314,7 @@ export class Hypervisor extends EventEmitter {
    * detect the fault like any other.
    * - panic: the guest kernel panics (sysrq c).
    * - flip: random bits of the VM's driver code flip in guest memory.
-   * - hang: its helper stops (SIGSTOP): only the heartbeat notices.
+   * - hang: its helper stops itself (SIGSTOP): only the heartbeat notices.
    * - reset: the guest reboots at once (sysrq b): the CPU resets.
    * - kill: its worker dies abruptly.
    * - garbage: its helper writes lying entries into its shared ring.
@@ -339,7 +339,7 @@ export class Hypervisor extends EventEmitter {
         break;
       case "hang":
         this.events.add(role, "fault-injected", fault);
-        await vm.exec("kill -STOP $(pidof blkback netback pciback agent)", 1000).catch(() => {});
+        vm.hangHelper();
         break;
       case "garbage": {
         this.events.add(role, "fault-injected", fault);

@@ -13,6 +13,7 @@
  *   clock SEC USEC      -> clock-ok | error clock ERRNO
  *   resume SEC USEC     -> clock-ok   (after a snapshot restore: clock, and block caches dropped)
  *   exec ID B64CMD      -> out ID B64 ... ; exit ID STATUS   (run `sh -c`)
+ *   hang                -> nothing ever again (fault injection: SIGSTOP to itself)
  *
  * Doorbell: a single byte CH_KICK (0x07, BEL) may travel in either direction
  * between lines; text lines never contain it. It says "look at the shared
@@ -280,6 +281,12 @@ static int ch_handle_common(char *verb, char *args)
 {
 	if (strcmp(verb, "ping") == 0) {
 		ch_send("pong %s", args ? args : "");
+		return 1;
+	}
+	/* Fault injection: the helper stops dead, every thread, as a hung
+	 * driver would; only the host's heartbeat notices. */
+	if (strcmp(verb, "hang") == 0) {
+		raise(SIGSTOP);
 		return 1;
 	}
 	if (strcmp(verb, "clock") == 0) {

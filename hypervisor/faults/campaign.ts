@@ -131,6 +131,9 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
       await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
       const url = `http://${WIRE_NET.gateway}:${(server.address() as AddressInfo).port}/file`;
       for (let i = 0; i < 60 && !(await app.exec("ip route", 5000)).output.toString().includes("default via"); i++) await sleep(500);
+      // A ping every 50 ms beside the downloads: the first reply after a restart marks the path serving
+      // again, whatever TCP's retransmission timers are doing.
+      void app.exec(`ping -q -i 0.05 ${WIRE_NET.gateway} > /dev/null`, 24 * 3600 * 1000).catch(() => {});
       netLoop = (async () => {
         while (!stopNet) {
           const r = await app.exec(`if timeout 60 wget -q -O /tmp/d ${url}; then sha256sum /tmp/d; else echo failed; fi`, 120_000).catch(() => undefined);
@@ -230,6 +233,7 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
     } else {
       stopNet = true;
       await netLoop;
+      await app.exec("killall ping", 5000).catch(() => {});
       bytesLost = workload.corruptDownloads * FILE_BYTES;
     }
 

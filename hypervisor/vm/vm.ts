@@ -501,6 +501,11 @@ export class VirtualMachine extends EventEmitter {
     return this.ask(p, "BH1 inventory", () => (clearTimeout(this.inventory?.timer), (this.inventory = undefined)));
   }
 
+  /** Fault injection: the helper stops itself (SIGSTOP), every thread; nothing answers. */
+  hangHelper(): void {
+    this.channelSend("BH1 hang");
+  }
+
   /** Fault injection: flips `bits` random bits of the given kernel code ranges in the guest's memory. */
   flip(ranges: Array<{ start: number; end: number }>, bits: number, seed: number, timeoutMs = 2000): Promise<Array<{ virtual: number; physical: number; bit: number }>> {
     return new Promise((resolve, reject) => {
