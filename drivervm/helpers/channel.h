@@ -14,6 +14,7 @@
  *   resume SEC USEC     -> clock-ok   (after a snapshot restore: clock, and block caches dropped)
  *   exec ID B64CMD      -> out ID B64 ... ; exit ID STATUS   (run `sh -c`)
  *   hang                -> nothing ever again (fault injection: SIGSTOP to itself)
+ *   sysrq c|b           -> the kernel panics | the machine reboots (fault injection)
  *
  * Doorbell: a single byte CH_KICK (0x07, BEL) may travel in either direction
  * between lines; text lines never contain it. It says "look at the shared
@@ -287,6 +288,16 @@ static int ch_handle_common(char *verb, char *args)
 	 * driver would; only the host's heartbeat notices. */
 	if (strcmp(verb, "hang") == 0) {
 		raise(SIGSTOP);
+		return 1;
+	}
+	/* Fault injection: a magic SysRq key, written by the helper itself so
+	 * the fault comes at once (c: panic, b: reboot, a CPU reset). */
+	if (strcmp(verb, "sysrq") == 0) {
+		int fd = open("/proc/sysrq-trigger", O_WRONLY);
+		if (!args || (strcmp(args, "c") != 0 && strcmp(args, "b") != 0) || fd < 0 || write(fd, args, 1) != 1)
+			ch_send("error sysrq %d", fd < 0 ? errno : EINVAL);
+		if (fd >= 0)
+			close(fd);
 		return 1;
 	}
 	if (strcmp(verb, "clock") == 0) {

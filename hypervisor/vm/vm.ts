@@ -506,6 +506,11 @@ export class VirtualMachine extends EventEmitter {
     this.channelSend("BH1 hang");
   }
 
+  /** Fault injection: the helper presses a magic SysRq key (c: panic, b: immediate reboot). */
+  sysrq(key: "c" | "b"): void {
+    this.channelSend(`BH1 sysrq ${key}`);
+  }
+
   /** Fault injection: flips `bits` random bits of the given kernel code ranges in the guest's memory. */
   flip(ranges: Array<{ start: number; end: number }>, bits: number, seed: number, timeoutMs = 2000): Promise<Array<{ virtual: number; physical: number; bit: number }>> {
     return new Promise((resolve, reject) => {
