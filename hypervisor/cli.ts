@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // bulkhead: the hypervisor's command line.
+import { DEFAULT_RESTART_POLICY } from "./monitor/policy.js";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { buildImages } from "../images/build.js";
@@ -32,6 +33,9 @@ interface SetupOptions {
   disk?: string;
   diskSize?: string;
   allowPorts?: string;
+  heartbeatMs?: number;
+  maxRestarts?: number;
+  restartWindowS?: number;
 }
 
 /** `all`, or a comma-separated list of TCP/UDP ports 1-65535. */
@@ -55,7 +59,14 @@ async function startSetup(out: NodeJS.WriteStream, o: SetupOptions): Promise<{ h
   } catch (err) {
     fail(err, 2);
   }
-  const hv = new Hypervisor({ snapshots: !o.cold, diskImage: o.disk ? resolve(o.disk) : undefined, diskSizeBytes, allowPorts });
+  for (const [name, v] of [["--heartbeat-ms", o.heartbeatMs], ["--max-restarts", o.maxRestarts], ["--restart-window", o.restartWindowS]] as const) {
+    if (v !== undefined && !(Number.isInteger(v) && v >= (name === "--heartbeat-ms" ? 0 : 1))) fail(`${name} takes a whole number${name === "--heartbeat-ms" ? " (0: off)" : " above 0"}`, 2);
+  }
+  const restartPolicy =
+    o.maxRestarts !== undefined || o.restartWindowS !== undefined
+      ? { ...DEFAULT_RESTART_POLICY, maxRestarts: o.maxRestarts ?? DEFAULT_RESTART_POLICY.maxRestarts, windowMs: (o.restartWindowS ?? DEFAULT_RESTART_POLICY.windowMs / 1000) * 1000 }
+      : undefined;
+  const hv = new Hypervisor({ snapshots: !o.cold, diskImage: o.disk ? resolve(o.disk) : undefined, diskSizeBytes, allowPorts, heartbeatMs: o.heartbeatMs, restartPolicy });
   const display = new ProgressDisplay(out, ROLES);
   hv.on("progress", (ev: ProgressEvent) => display.update(ev));
   let stopping = false;
@@ -179,11 +190,24 @@ await yargs(hideBin(process.argv))
         .option("cold", { type: "boolean", default: false, describe: "Cold boot every VM; do not use or write snapshots" })
         .option("disk", { type: "string", describe: "Raw disk image for the app VM's /dev/vda (default: disk.img in the run folder, created on first use)" })
         .option("disk-size", { type: "string", describe: "Size of a disk image created on first use, e.g. 256M or 1G (default 256M)" })
+        .option("heartbeat-ms", { type: "number", describe: "Heartbeat period of the driver VMs in ms; two silent periods mean hung (default 1000; 0: off)" })
+        .option("max-restarts", { type: "number", describe: "Restart budget: restarts of one VM allowed within --restart-window before it is marked failed (default 5)" })
+        .option("restart-window", { type: "number", describe: "Restart budget window in seconds (default 60)" })
         .option("allow-ports", {
           type: "string",
           describe: "Host loopback ports the app VM may reach at the gateway 10.0.2.2: `all` (default) or a list such as 8080,9000; others are refused at once",
         }),
-    (argv) => up({ attach: argv.attach, cold: argv.cold, disk: argv.disk, diskSize: argv["disk-size"], allowPorts: argv["allow-ports"] }),
+    (argv) =>
+      up({
+        attach: argv.attach,
+        cold: argv.cold,
+        disk: argv.disk,
+        diskSize: argv["disk-size"],
+        allowPorts: argv["allow-ports"],
+        heartbeatMs: argv["heartbeat-ms"],
+        maxRestarts: argv["max-restarts"],
+        restartWindowS: argv["restart-window"],
+      }),
   )
   .command(
     "run [command..]",

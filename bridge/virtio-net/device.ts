@@ -60,7 +60,7 @@ export class VirtioNetFrontEnd {
   static create(machine: Machine, mac: string, onViolation?: (detail: string) => void): VirtioNetFrontEnd {
     const fe = new VirtioNetFrontEnd(onViolation);
     const macBytes = parseMac(mac);
-    fe.device = addVirtioDevice(machine, {
+    fe.bind(addVirtioDevice(machine, {
       name: "virtio-net",
       pciSlot: VIRTIO_NET_SLOT,
       deviceId: 0x1041,
@@ -74,9 +74,20 @@ export class VirtioNetFrontEnd {
         { bytes: 2, name: "max_virtqueue_pairs", read: () => 1 },
         { bytes: 2, name: "mtu", read: () => MTU },
       ],
-      onNotify: (queue) => (queue === TX ? fe.onTransmit() : fe.deliverBacklog()),
-    });
+      onNotify: (queue) => fe.onNotify(queue),
+    }));
     return fe;
+  }
+
+  /** The device the frames come from (a real virtio function, or a test's). */
+  bind(device: VirtioDevice): void {
+    this.device = device;
+  }
+
+  /** The guest notified a queue: frames to send (tx), or fresh receive buffers (rx). */
+  onNotify(queue: number): void {
+    if (queue === TX) this.onTransmit();
+    else this.deliverBacklog();
   }
 
   /** Connects (or reconnects) the net VM. */
