@@ -88,8 +88,20 @@ export class GuestWindow {
     return out;
   }
 
+  /**
+   * A view of window bytes that lie in one page, straight into guest memory
+   * (no copy): valid until the guest runs again. Ranges that cross a page
+   * come back as a copy.
+   */
+  view(machine: Machine, offset: number, length: number): Uint8Array {
+    this.check(offset, length);
+    if ((offset % PAGE) + length > PAGE) return this.copyOut(machine, offset, length);
+    const phys = this.pfns[Math.floor(offset / PAGE)] * PAGE + (offset % PAGE);
+    return machine.memory().subarray(phys, phys + length);
+  }
+
   readU32(machine: Machine, offset: number): number {
-    const b = this.copyOut(machine, offset, 4);
+    const b = this.view(machine, offset, 4);
     return (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
   }
 
@@ -104,4 +116,36 @@ export class GuestWindow {
       throw new WindowError(`window access ${offset}+${length} outside the window`);
     }
   }
+}
+
+/**
+ * The control lines by which a helper registers its window, for a device's
+ * onControlLine: `window-pfns` lines, then `window-end`. A bad registration
+ * is reported as a violation by the helper's own guest; true when a line
+ * was consumed.
+ */
+export function windowLines(
+  machine: Machine,
+  windowPages: number,
+  onWindow: (window: GuestWindow, deviceBytes: number) => void,
+  onViolation: (detail: string) => void,
+): (verb: string, args: string[]) => boolean {
+  let registration: WindowRegistration | undefined;
+  return (verb, args) => {
+    if (verb !== "window-pfns" && verb !== "window-end") return false;
+    try {
+      if (verb === "window-pfns") {
+        (registration ??= new WindowRegistration(Math.floor(machine.memory().length / PAGE), windowPages)).addLine(args);
+      } else {
+        if (!registration) throw new WindowError("window-end before window-pfns");
+        const { window, deviceBytes } = registration.finish(args);
+        registration = undefined;
+        onWindow(window, deviceBytes);
+      }
+    } catch (err) {
+      registration = undefined;
+      onViolation((err as Error).message);
+    }
+    return true;
+  };
 }

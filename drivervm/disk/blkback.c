@@ -226,27 +226,6 @@ static void on_kick(void)
 	pthread_mutex_unlock(&lock);
 }
 
-/*
- * The host's fast doorbell: it flips the UART's ring-indicator line, and
- * the 8250 driver wakes TIOCMIWAIT straight from its interrupt handler (a
- * byte on the line would go through the tty workqueue first). An edge that
- * falls between two waits is missed; the host rings again if a request
- * sits unanswered, and a 0x07 byte on the line still works too.
- */
-static void *ring_watch(void *unused)
-{
-	(void)unused;
-	for (;;) {
-		if (ioctl(ch_fd, TIOCMIWAIT, TIOCM_RNG) != 0) {
-			if (errno == EINTR)
-				continue;
-			ch_send("error tiocmiwait %d", errno);
-			return NULL;
-		}
-		on_kick();
-	}
-	return NULL;
-}
 
 _Static_assert(PAGE == WIN_PAGE, "window pages are pages");
 
@@ -327,11 +306,11 @@ int main(int argc, char **argv)
 		if (err)
 			fail("pthread_create", err);
 	}
+	ch_on_kick = on_kick;
 	pthread_t watcher;
-	int err = pthread_create(&watcher, NULL, ring_watch, NULL);
+	int err = pthread_create(&watcher, NULL, ch_watch_ring_indicator, NULL);
 	if (err)
 		fail("pthread_create", err);
-	ch_on_kick = on_kick;
 	ch_loop(handle);
 	return 0;
 }

@@ -8,11 +8,10 @@ import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.
 import { BlockBackEnd } from "./backend.js";
 import { DOORBELL_PORT, WINDOW } from "./guest-ring.js";
 import type { ImageFile } from "./image-file.js";
-import { WindowRegistration } from "../window.js";
+import { windowLines } from "../window.js";
 
 export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDevice {
   let endpoint: ChannelEndpoint | undefined;
-  let registration: WindowRegistration | undefined;
   // Replies that found the channel full wait here, in order.
   const outbox: BackendResponse[] = [];
   let retry: NodeJS.Timeout | undefined;
@@ -32,33 +31,18 @@ export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDev
     (detail) => ctx.violation(`blkback: ${detail}`),
   );
   ctx.machine.claimDoorbellPort(DOORBELL_PORT, () => backEnd.onKick());
-  const fail = (detail: string) => {
-    registration = undefined;
-    ctx.violation(`blkback window: ${detail}`);
-  };
   return {
     name: "disk",
     service: "block",
-    onControlLine(verb, args) {
-      try {
-        if (verb === "window-pfns") {
-          (registration ??= new WindowRegistration(Math.floor(ctx.machine.memory().length / 4096), WINDOW.PAGES)).addLine(args);
-          return true;
-        }
-        if (verb === "window-end") {
-          if (!registration) throw new Error("window-end before window-pfns");
-          const { window } = registration.finish(args);
-          registration = undefined;
-          backEnd.attachWindow(window);
-          ctx.ready();
-          return true;
-        }
-      } catch (err) {
-        fail((err as Error).message);
-        return true;
-      }
-      return false;
-    },
+    onControlLine: windowLines(
+      ctx.machine,
+      WINDOW.PAGES,
+      (window) => {
+        backEnd.attachWindow(window);
+        ctx.ready();
+      },
+      (detail) => ctx.violation(`blkback window: ${detail}`),
+    ),
     onKick: () => backEnd.onKick(),
     attachChannel(channel) {
       endpoint?.close();

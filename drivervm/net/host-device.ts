@@ -4,13 +4,12 @@
 import { ChannelEndpoint, type ChannelDescriptor } from "../../bridge/channel.js";
 import { decodeFrame, encodeFrame } from "../../bridge/frame-message.js";
 import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
-import { WindowRegistration } from "../window.js";
+import { windowLines } from "../window.js";
 import { NetBackEnd } from "./backend.js";
 import { NET_DOORBELL_PORT, NET_RING } from "./frame-ring.js";
 
 export function netBackEndDevice(ctx: DeviceContext): HostDevice {
   let endpoint: ChannelEndpoint | undefined;
-  let registration: WindowRegistration | undefined;
   const channelDrops = { "link-down": 0, "channel-full": 0, "from-peer-malformed": 0 };
   let reported = 0;
   const backEnd = new NetBackEnd(
@@ -26,27 +25,15 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
   return {
     name: "net",
     service: "net",
-    onControlLine(verb, args) {
-      try {
-        if (verb === "window-pfns") {
-          (registration ??= new WindowRegistration(Math.floor(ctx.machine.memory().length / 4096), NET_RING.WINDOW_PAGES)).addLine(args);
-          return true;
-        }
-        if (verb === "window-end") {
-          if (!registration) throw new Error("window-end before window-pfns");
-          const { window } = registration.finish(args);
-          registration = undefined;
-          backEnd.attachWindow(window);
-          ctx.ready();
-          return true;
-        }
-      } catch (err) {
-        registration = undefined;
-        ctx.violation(`netback window: ${(err as Error).message}`);
-        return true;
-      }
-      return false;
-    },
+    onControlLine: windowLines(
+      ctx.machine,
+      NET_RING.WINDOW_PAGES,
+      (window) => {
+        backEnd.attachWindow(window);
+        ctx.ready();
+      },
+      (detail) => ctx.violation(`netback window: ${detail}`),
+    ),
     onKick: () => backEnd.onDoorbell(),
     attachChannel(channel) {
       endpoint?.close();

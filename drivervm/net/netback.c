@@ -272,22 +272,6 @@ static void on_kick(void)
 	pthread_mutex_unlock(&kick_lock);
 }
 
-/* As in blkback: the RI edge wakes us straight from the UART interrupt. A
- * missed edge is covered by the host ringing again and by DRAIN_POLL_MS. */
-static void *ring_watch(void *unused)
-{
-	(void)unused;
-	for (;;) {
-		if (ioctl(ch_fd, TIOCMIWAIT, TIOCM_RNG) != 0) {
-			if (errno == EINTR)
-				continue;
-			ch_send("error tiocmiwait %d", errno);
-			return NULL;
-		}
-		on_kick();
-	}
-	return NULL;
-}
 
 /*
  * `garbage N`: behave like a broken or hostile net VM for N ring B
@@ -453,8 +437,8 @@ int main(int argc, char **argv)
 	/* ioperm is per thread: the threads inherit it from here. */
 	start(tap_reader);
 	start(to_guest_drainer);
-	start(ring_watch);
 	ch_on_kick = on_kick;
+	start(ch_watch_ring_indicator);
 	ch_loop(handle);
 	return 0;
 }

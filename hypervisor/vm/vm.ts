@@ -96,6 +96,23 @@ function withTimeout<T>(p: Promise<T>, ms: number, error: () => Error): Promise<
 const READY_MARK = "BULKHEAD-READY";
 const TAIL_BYTES = 4096;
 
+/**
+ * Ends a worker: it exits by itself (a "die" message), and only if it does
+ * not within a second is it terminated from outside. Node 20 can crash the
+ * whole process when a worker is terminated while another starts
+ * (nodejs/node#56312); a campaign of 1,000 faults hit that once in 663.
+ */
+function retire(worker: Worker): void {
+  const timer = setTimeout(() => void worker.terminate(), 1000);
+  worker.once("exit", () => clearTimeout(timer));
+  try {
+    worker.postMessage({ type: "die" } satisfies ToWorker);
+  } catch {
+    clearTimeout(timer);
+    void worker.terminate();
+  }
+}
+
 export class VirtualMachine extends EventEmitter {
   readonly role: string;
   state: VmState = "stopped";
@@ -192,7 +209,7 @@ export class VirtualMachine extends EventEmitter {
       try {
         await withTimeout(handle.prepared, timeoutMs, () => new Error(`not prepared within ${timeoutMs} ms`));
       } catch (err) {
-        void handle.worker.terminate();
+        retire(handle.worker);
         this.setState("failed");
         throw new VmError(this.role, "start-failed", `${this.role} VM could not start: ${(err as Error).message}`, this.consoleTail());
       }
@@ -332,12 +349,12 @@ export class VirtualMachine extends EventEmitter {
     const s = this.spare;
     this.spare = undefined;
     if (s && s.ref.path === ref.path && s.ref.sha256 === ref.sha256) return s.handle;
-    if (s) void s.handle.worker.terminate();
+    if (s) retire(s.handle.worker);
     return undefined;
   }
 
   private discardSpare(): void {
-    if (this.spare) void this.spare.handle.worker.terminate();
+    if (this.spare) retire(this.spare.handle.worker);
     this.spare = undefined;
   }
 
@@ -350,7 +367,7 @@ export class VirtualMachine extends EventEmitter {
     const worker = this.worker;
     this.worker = undefined;
     this.generation++;
-    void worker.terminate();
+    retire(worker);
     this.fault({ kind, detail });
   }
 
@@ -634,7 +651,7 @@ export class VirtualMachine extends EventEmitter {
     this.worker = undefined;
     this.generation++;
     this.failPending(new VmError(this.role, "down", `${this.role} VM was stopped`));
-    if (worker) void worker.terminate();
+    if (worker) retire(worker);
     if (this.state !== "failed" && this.state !== "halted") this.setState("stopped");
   }
 

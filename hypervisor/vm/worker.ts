@@ -188,6 +188,8 @@ let handleMessage: ((msg: ToWorker) => void) | undefined;
 const early: ToWorker[] = [];
 port.on("message", (msg: ToWorker) => {
   if (msg.type === "resume") return; // consumed by start()
+  // At any stage, a spare waiting to be restored included.
+  if (msg.type === "die") process.exit(70);
   if (handleMessage) handleMessage(msg);
   else early.push(msg);
 });

@@ -17,7 +17,7 @@ function setup() {
   const frames: Uint8Array[] = [];
   const violations: string[] = [];
   let kicks = 0;
-  const be = new NetBackEnd(machine, () => kicks++, (f) => frames.push(f), (v) => violations.push(v));
+  const be = new NetBackEnd(machine, () => kicks++, (f) => frames.push(f.slice()), (v) => violations.push(v));
   be.attachWindow(w);
   let hostProd = 0;
   /** Plays netback: puts an entry with this length field (and these bytes) into ring B. */
