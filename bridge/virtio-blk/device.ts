@@ -5,7 +5,7 @@
 // when the link comes back (the shadow-driver idea).
 import { addVirtioDevice, type Machine, type VirtioDevice, type VirtioRequest } from "../../hypervisor/v86/adapter.js";
 import { RecoveryClock } from "../recovery.js";
-import { WrittenChecksums } from "./checksums.js";
+import { WRITE_LOG_BYTES, WriteLog, WrittenChecksums } from "./checksums.js";
 import { BlockMetrics, type ViolationKind } from "./metrics.js";
 import { MAX_TRANSFER, SECTOR, VIRTIO_BLK_S, isRequestError, parseRequest } from "./request.js";
 
@@ -24,6 +24,8 @@ export interface BackendRequest {
   sector: number;
   length: number;
   data?: Uint8Array;
+  /** A write the front end issues itself, of data already acknowledged. */
+  repair?: boolean;
 }
 
 /** A reply from the back end, already decoded (not yet trusted). */
@@ -40,9 +42,17 @@ export interface BlockLink {
   send(req: BackendRequest): boolean;
 }
 
+/** Writes acknowledged this long before a fault are written again to the successor: the faulty driver may have botched them. */
+const SUSPECT_MS = 2000;
+/** A read that comes back damaged this often, repairs notwithstanding, fails with an I/O error. */
+const MAX_READ_ATTEMPTS = 3;
+
 interface InFlight {
-  vreq: VirtioRequest;
+  /** The guest's request; none for a repair the front end issues itself. */
+  vreq: VirtioRequest | undefined;
   req: BackendRequest;
+  /** Damaged replies so far (reads). */
+  attempts: number;
   sent: boolean;
   /** Sent to a back end that then went away: the next send is a replay. */
   orphaned: boolean;
@@ -57,6 +67,7 @@ export class VirtioBlkFrontEnd {
   private failedReason: string | undefined;
   private link: BlockLink | undefined;
   private readonly checksums: WrittenChecksums;
+  private readonly writeLog: WriteLog;
   readonly recovery = new RecoveryClock();
 
   constructor(
@@ -64,6 +75,7 @@ export class VirtioBlkFrontEnd {
     private readonly onViolation: (kind: ViolationKind, detail: string) => void = () => {},
   ) {
     this.checksums = new WrittenChecksums(capacitySectors);
+    this.writeLog = new WriteLog(Math.min(WRITE_LOG_BYTES, capacitySectors * SECTOR));
   }
 
   private device!: VirtioDevice;
@@ -105,7 +117,8 @@ export class VirtioBlkFrontEnd {
   attach(link: BlockLink): void {
     this.link = link;
     this.failedReason = undefined;
-    const pending = [...this.inFlight.entries()].sort(([a], [b]) => a - b);
+    // Repairs first: they rewrite what the guest already saw acknowledged.
+    const pending = [...this.inFlight.entries()].sort(([a, fa], [b, fb]) => Number(!!fb.req.repair) - Number(!!fa.req.repair) || a - b);
     for (const [, f] of pending) {
       if (f.sent || f.orphaned) this.metrics.replayed++;
       f.sent = link.send(f.req);
@@ -121,6 +134,28 @@ export class VirtioBlkFrontEnd {
       f.orphaned ||= f.sent;
       f.sent = false;
     }
+    // What the dead driver acknowledged just before its fault may not be on disk as written.
+    for (const w of this.writeLog.since(performance.now() - SUSPECT_MS)) {
+      if (!this.writeInFlight(w.sector, w.data.length)) this.repair(w.sector, w.data);
+    }
+  }
+
+  /** A write of the front end's own, of data the guest already saw acknowledged. */
+  private repair(sector: number, data: Uint8Array): void {
+    const req: BackendRequest = { id: this.takeId(), op: "write", sector, length: data.length, data, repair: true };
+    this.metrics.repairs++;
+    this.inFlight.set(req.id, { vreq: undefined, req, attempts: 0, sent: this.link ? this.link.send(req) : false, orphaned: false, at: performance.now() });
+  }
+
+  private writeInFlight(sector: number, length: number): boolean {
+    const end = sector + length / SECTOR;
+    return [...this.inFlight.values()].some((o) => o.req.op === "write" && o.req.sector < end && o.req.sector + o.req.length / SECTOR > sector);
+  }
+
+  private takeId(): number {
+    const id = this.nextId++;
+    if (this.nextId > 0xffffffff) this.nextId = 1;
+    return id;
   }
 
   /**
@@ -132,6 +167,7 @@ export class VirtioBlkFrontEnd {
     this.link = undefined;
     this.failedReason = reason;
     for (const f of [...this.inFlight.values()]) {
+      if (!f.vreq) continue;
       this.metrics.ioErrors++;
       this.finish(f.vreq, VIRTIO_BLK_S.IOERR);
     }
@@ -179,11 +215,10 @@ export class VirtioBlkFrontEnd {
       vreq.write(Buffer.from("bulkhead-vda".padEnd(parsed.length, "\0")).subarray(0, parsed.length));
       return this.finish(vreq, VIRTIO_BLK_S.OK);
     }
-    const req: BackendRequest = { id: this.nextId++, op: parsed.op as BackendRequest["op"], sector: parsed.sector, length: parsed.length, data: parsed.data };
+    const req: BackendRequest = { id: this.takeId(), op: parsed.op as BackendRequest["op"], sector: parsed.sector, length: parsed.length, data: parsed.data };
     if (req.op === "write") this.checksums.forget(req.sector, req.length);
-    if (this.nextId > 0xffffffff) this.nextId = 1;
     const sent = this.link ? this.link.send(req) : false;
-    this.inFlight.set(req.id, { vreq, req, sent, orphaned: false, at: performance.now() });
+    this.inFlight.set(req.id, { vreq, req, attempts: 0, sent, orphaned: false, at: performance.now() });
   }
 
   /** A reply from the back end: checked against the request it claims to answer. */
@@ -200,24 +235,54 @@ export class VirtioBlkFrontEnd {
     // flight and goes to the disk VM's successor; the app VM sees a stall.
     if (!resp.ok) return this.violation("io-error", `${f.req.op} request ${resp.id} failed in the disk VM`);
     if (f.req.op === "read" && resp.data) {
-      const bad = this.checksums.mismatch(f.req.sector, resp.data);
-      if (bad >= 0) return this.violation("wrong-data", `read request ${resp.id}: sector ${bad} is not what was written there`);
+      const bad = this.checksums.mismatches(f.req.sector, resp.data);
+      if (bad.length > 0) return this.damagedRead(f, bad);
     }
     this.inFlight.delete(resp.id);
-    this.recovery.served();
+    if (f.vreq) this.recovery.served();
     this.metrics.roundTripMs += performance.now() - f.at;
     this.metrics.roundTrips++;
     if (f.req.op === "read" && resp.data) {
-      f.vreq.write(resp.data);
+      f.vreq?.write(resp.data);
       this.metrics.bytesRead += resp.data.length;
     } else if (f.req.op === "write") {
-      this.metrics.bytesWritten += f.req.length;
+      if (!f.req.repair) this.metrics.bytesWritten += f.req.length;
       // Another write to the same sectors still in flight leaves them unknown.
       const end = f.req.sector + f.req.length / SECTOR;
       const overlapped = [...this.inFlight.values()].some((o) => o.req.op === "write" && o.req.sector < end && o.req.sector + o.req.length / SECTOR > f.req.sector);
-      if (!overlapped && f.req.data) this.checksums.record(f.req.sector, f.req.data);
+      if (!overlapped && f.req.data) {
+        this.checksums.record(f.req.sector, f.req.data);
+        if (!f.req.repair) this.writeLog.add(f.req.sector, f.req.data);
+      }
     }
-    this.finish(f.vreq, VIRTIO_BLK_S.OK);
+    if (f.vreq) this.finish(f.vreq, VIRTIO_BLK_S.OK);
+  }
+
+  /**
+   * A read reply with sectors other than what was written there: the disk
+   * VM lies, or a faulty driver wrote them wrongly before. Either way the
+   * VM is reported (the monitor replaces it), the damaged sectors are
+   * written again from the log, and the read goes again after them. A
+   * sector the log no longer has is lost: the read fails with an I/O error
+   * and the sector is no longer checked, rather than failing forever.
+   */
+  private damagedRead(f: InFlight, bad: number[]): void {
+    this.violation("wrong-data", `read request ${f.req.id}: ${bad.length} sectors from ${bad[0]} are not what was written there`);
+    const copies = bad.map((s) => this.writeLog.sector(s));
+    if (++f.attempts >= MAX_READ_ATTEMPTS || copies.some((c) => !c)) {
+      this.inFlight.delete(f.req.id);
+      this.metrics.lostSectors += bad.length;
+      for (const s of bad) this.checksums.forget(s, SECTOR);
+      this.metrics.ioErrors++;
+      if (f.vreq) this.finish(f.vreq, VIRTIO_BLK_S.IOERR);
+      return;
+    }
+    bad.forEach((s, i) => this.repair(s, copies[i]!));
+    // The read goes again after its repairs, to whichever disk VM serves next.
+    this.inFlight.delete(f.req.id);
+    const again = { ...f, req: { ...f.req, id: this.takeId() }, sent: false, orphaned: true };
+    this.inFlight.set(again.req.id, again);
+    again.sent = this.link ? this.link.send(again.req) : false;
   }
 
   private violation(kind: ViolationKind, detail: string): void {

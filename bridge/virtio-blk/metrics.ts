@@ -20,6 +20,10 @@ export class BlockMetrics {
   refused: Partial<Record<RequestErrorCode, number>> = {};
   violations: Partial<Record<ViolationKind, number>> = {};
   replayed = 0;
+  /** Writes issued again by the front end: suspect after a fault, or found damaged by a read. */
+  repairs = 0;
+  /** Sectors found damaged that the write log no longer held: lost, reported to the guest as an I/O error. */
+  lostSectors = 0;
   /** Host time from a request leaving the guest to its reply arriving, summed over replies. */
   roundTripMs = 0;
   roundTrips = 0;
@@ -44,6 +48,8 @@ export class BlockMetrics {
       refused: { ...this.refused },
       violations: { ...this.violations },
       replayed: this.replayed,
+      repairs: this.repairs,
+      lostSectors: this.lostSectors,
       meanRoundTripMs: this.roundTrips ? this.roundTripMs / this.roundTrips : 0,
     };
   }

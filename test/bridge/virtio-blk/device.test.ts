@@ -92,8 +92,8 @@ describe("VirtioBlkFrontEnd", () => {
     expect(req.status).toBe(VIRTIO_BLK_S.OK);
   });
 
-  it("catches read data that differs from what was written there, and waits for a good copy", () => {
-    const { device, fe } = setup();
+  it("catches read data that differs from what was written there, writes the damaged sector again and reads again", () => {
+    const { device, fe, sent } = setup();
     const data = new Uint8Array(1024).map((_, i) => i * 7);
     const write = blkRequest(VIRTIO_BLK_T.OUT, 8, { data });
     device.queue.push(write);
@@ -106,15 +106,57 @@ describe("VirtioBlkFrontEnd", () => {
     wrong[700] ^= 4;
     fe.onResponse({ id: 2, op: "read", ok: true, length: 1024, data: wrong });
     expect(read.status).toBeUndefined();
-    expect(fe.status().violations).toMatchObject({ "wrong-data": 1 });
-    fe.onResponse({ id: 2, op: "read", ok: true, length: 1024, data });
+    expect(fe.status()).toMatchObject({ violations: { "wrong-data": 1 }, repairs: 1 });
+    // Sector 9 (byte 700 of the read) goes to disk again from the log, then the read goes again.
+    const [repair, again] = sent.slice(-2);
+    expect(repair).toMatchObject({ op: "write", sector: 9, length: 512, repair: true });
+    expect(repair.data).toEqual(data.subarray(512, 1024));
+    expect(again).toMatchObject({ op: "read", sector: 8, length: 1024 });
+    fe.onResponse({ id: repair.id, op: "write", ok: true, length: 512 });
+    fe.onResponse({ id: again.id, op: "read", ok: true, length: 1024, data });
     expect(read.status).toBe(VIRTIO_BLK_S.OK);
+    expect(read.written).toEqual([...data]);
     // Sectors never written through the front end are not checked.
     const other = blkRequest(VIRTIO_BLK_T.IN, 100, { readLength: 512 });
     device.queue.push(other);
     fe.onNotify();
-    fe.onResponse({ id: 3, op: "read", ok: true, length: 512, data: new Uint8Array(512).fill(9) });
+    fe.onResponse({ id: sent[sent.length - 1].id, op: "read", ok: true, length: 512, data: new Uint8Array(512).fill(9) });
     expect(other.status).toBe(VIRTIO_BLK_S.OK);
+  });
+
+  it("fails a read with an I/O error when a damaged sector is no longer in the log, and stops checking it", () => {
+    const { device, fe, sent } = setup();
+    const data = new Uint8Array(512).fill(3);
+    device.queue.push(blkRequest(VIRTIO_BLK_T.OUT, 20, { data }));
+    fe.onNotify();
+    fe.onResponse({ id: 1, op: "write", ok: true, length: 512 });
+    // The read gets damaged data three times in a row: the repairs do not take.
+    const read = blkRequest(VIRTIO_BLK_T.IN, 20, { readLength: 512 });
+    device.queue.push(read);
+    fe.onNotify();
+    for (let i = 0; i < 3; i++) {
+      const r = sent.filter((s) => s.op === "read").pop()!;
+      fe.onResponse({ id: r.id, op: "read", ok: true, length: 512, data: new Uint8Array(512).fill(4) });
+    }
+    expect(read.status).toBe(VIRTIO_BLK_S.IOERR);
+    expect(fe.status()).toMatchObject({ lostSectors: 1, ioErrors: 1 });
+  });
+
+  it("after a fault, writes again what was acknowledged just before it, ahead of the replay", () => {
+    const { device, fe, sent } = setup();
+    device.queue.push(blkRequest(VIRTIO_BLK_T.OUT, 30, { data: new Uint8Array(512).fill(5) }));
+    fe.onNotify();
+    fe.onResponse({ id: 1, op: "write", ok: true, length: 512 });
+    const read = blkRequest(VIRTIO_BLK_T.IN, 100, { readLength: 512 });
+    device.queue.push(read);
+    fe.onNotify();
+    fe.detach();
+    sent.length = 0;
+    fe.attach({ send: (r) => (sent.push(r), true) });
+    expect(sent.map((r) => [r.op, r.sector, !!r.repair])).toEqual([
+      ["write", 30, true],
+      ["read", 100, false],
+    ]);
   });
 
   it("fails every request with an I/O error once the back end is given up, until a new one attaches", () => {
