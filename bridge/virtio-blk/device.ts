@@ -43,7 +43,7 @@ export interface BlockLink {
 }
 
 /** Writes acknowledged this long before a fault are written again to the successor: the faulty driver may have botched them. */
-const SUSPECT_MS = 2000;
+const SUSPECT_MS = 1000;
 /** A read that comes back damaged this often, repairs notwithstanding, fails with an I/O error. */
 const MAX_READ_ATTEMPTS = 3;
 
