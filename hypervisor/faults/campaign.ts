@@ -5,7 +5,7 @@
 // and what the app VM saw; the workload's own checks and (for the disk) the
 // image file itself say whether any acknowledged byte was lost or corrupted.
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, mkdtempSync, openSync, readSync } from "node:fs";
+import { appendFileSync, closeSync, mkdtempSync, openSync, readSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -108,7 +108,7 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
   });
   let server: Server | undefined;
   const started = Date.now();
-  log(`starting the app and ${o.vm} VMs in ${dir}`);
+  log(`starting the app and ${o.vm} VMs in ${dir} (each trial is appended to trials.jsonl there)`);
   await hv.up();
   try {
     const app = hv.vm("app");
@@ -204,6 +204,8 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
         noEffect: !fault,
       };
       trials.push(trial);
+      // Every trial also goes to disk as it ends: a campaign that dies midway still tells what it saw.
+      appendFileSync(join(dir, "trials.jsonl"), JSON.stringify(trial) + "\n");
       log(
         `${String(n + 1).padStart(5)}/${o.count} ${kind.padEnd(7)} ${trial.detector ? `detected by ${trial.detector} in ${trial.detectMs} ms, served again at ${trial.servedAgainMs ?? "?"} ms` : "no effect seen"}${trial.appErrors ? `, ${trial.appErrors} app errors` : ""}`,
       );

@@ -51,7 +51,8 @@ export function formatStatus(s: StatusReport): string {
         d.frontEnd
           ? `  app VM front end: ${d.frontEnd.completed} requests served (read ${d.frontEnd.requests.read}, write ${d.frontEnd.requests.write}, flush ${d.frontEnd.requests.flush}), ` +
             `${mib(d.frontEnd.bytesRead)} read, ${mib(d.frontEnd.bytesWritten)} written, ${d.frontEnd.inFlight} in flight, ` +
-            `${d.frontEnd.ioErrors} I/O errors, refused ${JSON.stringify(d.frontEnd.refused)}, violations ${JSON.stringify(d.frontEnd.violations)}, replayed ${d.frontEnd.replayed}`
+            `${d.frontEnd.ioErrors} I/O errors, refused ${JSON.stringify(d.frontEnd.refused)}, violations ${JSON.stringify(d.frontEnd.violations)}, replayed ${d.frontEnd.replayed}, ` +
+            `rewritten ${d.frontEnd.repairs}, sectors lost ${d.frontEnd.lostSectors}`
           : "  app VM front end: not running",
         d.backEnd
           ? `  disk VM back end: ${JSON.stringify((d.backEnd as { served?: unknown }).served)} served, ${(d.backEnd as { inRing?: number }).inRing ?? 0} in the ring, ` +
