@@ -55,4 +55,4 @@ export class BlockMetrics {
   }
 }
 
-export type BlockMetricsSnapshot = ReturnType<BlockMetrics["snapshot"]> & { failed: string | null };
+export type BlockMetricsSnapshot = ReturnType<BlockMetrics["snapshot"]> & { failed: string | null; recoveries: number; lastServedAgainMs: number | null };

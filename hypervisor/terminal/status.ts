@@ -52,7 +52,8 @@ export function formatStatus(s: StatusReport): string {
           ? `  app VM front end: ${d.frontEnd.completed} requests served (read ${d.frontEnd.requests.read}, write ${d.frontEnd.requests.write}, flush ${d.frontEnd.requests.flush}), ` +
             `${mib(d.frontEnd.bytesRead)} read, ${mib(d.frontEnd.bytesWritten)} written, ${d.frontEnd.inFlight} in flight, ` +
             `${d.frontEnd.ioErrors} I/O errors, refused ${JSON.stringify(d.frontEnd.refused)}, violations ${JSON.stringify(d.frontEnd.violations)}, replayed ${d.frontEnd.replayed}, ` +
-            `rewritten ${d.frontEnd.repairs}, sectors lost ${d.frontEnd.lostSectors}`
+            `rewritten ${d.frontEnd.repairs}, sectors lost ${d.frontEnd.lostSectors}` +
+            (d.frontEnd.recoveries ? `; served again ${Math.round(d.frontEnd.lastServedAgainMs ?? 0)} ms after the last disk VM fault (${d.frontEnd.recoveries} recoveries)` : "")
           : "  app VM front end: not running",
         d.backEnd
           ? `  disk VM back end: ${JSON.stringify((d.backEnd as { served?: unknown }).served)} served, ${(d.backEnd as { inRing?: number }).inRing ?? 0} in the ring, ` +
@@ -70,7 +71,10 @@ export function formatStatus(s: StatusReport): string {
         "",
         `Network path: app VM eth0 -> virtio-net -> net channel -> net VM netback -> br0 -> ne2k-pci -> wire (libslirp, gateway ${n.wire.gateway}, host ports: ${n.wire.allowPorts})`,
         `  wire: ${n.wire.running ? "running" : "down"}, ${n.wire.restarts} restarts, socket ${n.wire.socket}`,
-        n.frontEnd ? `  app VM front end: ${path(n.frontEnd as Path, "sent", "received")}` : "  app VM front end: not running",
+        n.frontEnd
+          ? `  app VM front end: ${path(n.frontEnd as Path, "sent", "received")}` +
+            ((n.frontEnd.recoveries as number) ? `; served again ${Math.round((n.frontEnd.lastServedAgainMs as number) ?? 0)} ms after the last net VM fault` : "")
+          : "  app VM front end: not running",
         n.backEnd ? `  net VM back end: ${path(n.backEnd as Path, "to netback", "from netback")}` : "  net VM back end: not running",
         n.nic ? `  net VM NIC on the wire: ${path(n.nic as Path, "sent", "received")}` : "  net VM NIC: not running",
       ]
