@@ -48,3 +48,17 @@ export function decodeFrame(bytes: Uint8Array): Uint8Array | FrameInvalid {
   if (problem) return bad(problem, `${length}-byte frame`);
   return bytes.subarray(FRAME_HEADER_BYTES);
 }
+
+/**
+ * A channel's message handler for frames: each good frame goes to `onFrame`;
+ * each bad message to `onMalformed` with its running count, so the caller
+ * can count every one and report only some.
+ */
+export function frameHandler(onFrame: (frame: Uint8Array) => void, onMalformed: (bad: FrameInvalid, count: number) => void): (message: Uint8Array) => void {
+  let malformed = 0;
+  return (message) => {
+    const frame = decodeFrame(message);
+    if ("code" in frame) onMalformed(frame, ++malformed);
+    else onFrame(frame);
+  };
+}

@@ -248,9 +248,7 @@ export class VirtioBlkFrontEnd {
     } else if (f.req.op === "write") {
       if (!f.req.repair) this.metrics.bytesWritten += f.req.length;
       // Another write to the same sectors still in flight leaves them unknown.
-      const end = f.req.sector + f.req.length / SECTOR;
-      const overlapped = [...this.inFlight.values()].some((o) => o.req.op === "write" && o.req.sector < end && o.req.sector + o.req.length / SECTOR > f.req.sector);
-      if (!overlapped && f.req.data) {
+      if (!this.writeInFlight(f.req.sector, f.req.length) && f.req.data) {
         this.checksums.record(f.req.sector, f.req.data);
         if (!f.req.repair) this.writeLog.add(f.req.sector, f.req.data);
       }

@@ -2,13 +2,12 @@
 // frames go out on the net channel and come back on it.
 import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
 import { ChannelEndpoint, type ChannelDescriptor } from "../channel.js";
-import { decodeFrame, encodeFrame } from "../frame-message.js";
+import { encodeFrame, frameHandler } from "../frame-message.js";
 import { VirtioNetFrontEnd } from "./device.js";
 
 export function virtioNetDevice(ctx: DeviceContext, mac: string): HostDevice {
   const frontEnd = VirtioNetFrontEnd.create(ctx.machine, mac, (detail) => ctx.violation(`virtio-net: ${detail}`));
   let endpoint: ChannelEndpoint | undefined;
-  let peerViolations = 0;
   const close = () => {
     endpoint?.close();
     endpoint = undefined;
@@ -21,14 +20,16 @@ export function virtioNetDevice(ctx: DeviceContext, mac: string): HostDevice {
       endpoint?.close();
       const ep = new ChannelEndpoint(channel as ChannelDescriptor);
       endpoint = ep;
-      ep.onMessage((msg) => {
-        const frame = decodeFrame(msg);
-        if ("code" in frame) {
-          frontEnd.metrics.drop("from-peer-malformed");
-          // One report per burst is enough for the log; every one is counted.
-          if (peerViolations++ % 100 === 0) ctx.peerViolation("net", `net VM sent a malformed frame message: ${frame.code}: ${frame.detail}`);
-        } else frontEnd.receive(frame);
-      });
+      ep.onMessage(
+        frameHandler(
+          (frame) => frontEnd.receive(frame),
+          (bad, n) => {
+            frontEnd.metrics.drop("from-peer-malformed");
+            // One report per burst is enough for the log; every one is counted.
+            if (n % 100 === 1) ctx.peerViolation("net", `net VM sent a malformed frame message: ${bad.code}: ${bad.detail}`);
+          },
+        ),
+      );
       frontEnd.attach({ send: (frame) => ep.send(encodeFrame(frame)) });
     },
     detachChannel: close,

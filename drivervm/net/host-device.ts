@@ -2,7 +2,7 @@
 // netback's window from the control line, takes the app VM's frames from
 // the net channel and sends netback's frames back on it.
 import { ChannelEndpoint, type ChannelDescriptor } from "../../bridge/channel.js";
-import { decodeFrame, encodeFrame } from "../../bridge/frame-message.js";
+import { encodeFrame, frameHandler } from "../../bridge/frame-message.js";
 import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
 import { windowLines } from "../window.js";
 import { NetBackEnd } from "./backend.js";
@@ -11,7 +11,6 @@ import { NET_DOORBELL_PORT, NET_RING } from "./frame-ring.js";
 export function netBackEndDevice(ctx: DeviceContext): HostDevice {
   let endpoint: ChannelEndpoint | undefined;
   const channelDrops = { "link-down": 0, "channel-full": 0, "from-peer-malformed": 0 };
-  let reported = 0;
   const backEnd = new NetBackEnd(
     ctx.machine,
     () => ctx.kick(),
@@ -39,13 +38,15 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
       endpoint?.close();
       const ep = new ChannelEndpoint(channel as ChannelDescriptor);
       endpoint = ep;
-      ep.onMessage((msg) => {
-        const frame = decodeFrame(msg);
-        if ("code" in frame) {
-          channelDrops["from-peer-malformed"]++;
-          if (reported++ % 100 === 0) ctx.peerViolation("net", `app VM front end sent a malformed frame message: ${frame.code}: ${frame.detail}`);
-        } else backEnd.send(frame);
-      });
+      ep.onMessage(
+        frameHandler(
+          (frame) => backEnd.send(frame),
+          (bad, n) => {
+            channelDrops["from-peer-malformed"]++;
+            if (n % 100 === 1) ctx.peerViolation("net", `app VM front end sent a malformed frame message: ${bad.code}: ${bad.detail}`);
+          },
+        ),
+      );
     },
     detachChannel() {
       endpoint?.close();

@@ -418,6 +418,12 @@ function wake(c: V86Core): void {
   if (c.idle && c.running) c.next_tick(0);
 }
 
+/** The guest's physical memory as a fresh view (mem8 is a proxy: read its place once). */
+function guestMemory(cpu: Cpu): Uint8Array {
+  const { byteOffset, length } = cpu.mem8;
+  return new Uint8Array(cpu.wasm_memory.buffer, byteOffset, length);
+}
+
 function wrap(emulator: V86, removeSlots: number[]): Machine {
   const ring = [false, false];
   return {
@@ -463,11 +469,7 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
     writePhysical(address, data) {
       core(emulator).cpu.write_blob(data, address);
     },
-    memory() {
-      const cpu = core(emulator).cpu;
-      const { byteOffset, length } = cpu.mem8;
-      return new Uint8Array(cpu.wasm_memory.buffer, byteOffset, length);
-    },
+    memory: () => guestMemory(core(emulator).cpu),
     ne2k() {
       const c = core(emulator);
       const model = c.cpu.devices.net as Ne2kModel;
@@ -495,7 +497,7 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
       const cpu = core(emulator).cpu;
       const cr0 = cpu.cr[0] >>> 0;
       if (!(cr0 & 0x80000000)) return undefined;
-      const mem = this.memory();
+      const mem = guestMemory(cpu);
       const u32 = (addr: number) => (addr + 4 <= mem.length ? (mem[addr] | (mem[addr + 1] << 8) | (mem[addr + 2] << 16) | (mem[addr + 3] << 24)) >>> 0 : 0);
       const v = virtual >>> 0;
       const pde = u32(((cpu.cr[3] >>> 0) & 0xfffff000) + (v >>> 22) * 4);
