@@ -15,14 +15,15 @@ export function decodeBlockRequest(bytes: Uint8Array): BackendRequest | BlockInv
   return r.op === "write" ? { id: r.id, op: "write", sector: r.sector, length: r.length, data: r.payload } : { id: r.id, op: r.op, sector: r.sector, length: r.length };
 }
 
-export function encodeBlockResponse(resp: BackendResponse): Uint8Array[] {
+/** `dataParts`: a read's data as parts (views of the back end's guest window), in place of `resp.data`. */
+export function encodeBlockResponse(resp: BackendResponse, dataParts?: readonly Uint8Array[]): Uint8Array[] {
   return encodeResponse({
     kind: "response",
     op: resp.op,
     status: resp.ok ? "ok" : "io-error",
     id: resp.id,
     length: resp.op === "flush" ? 0 : resp.length,
-    ...(resp.ok && resp.op === "read" ? { payload: resp.data } : {}),
+    ...(resp.ok && resp.op === "read" ? { payload: dataParts ?? resp.data } : {}),
   });
 }
 

@@ -34,8 +34,19 @@ export interface BlockResponse {
   status: BlockStatus;
   id: number;
   length: number;
-  /** Present exactly when op is "read" and status is "ok". */
-  payload?: Uint8Array;
+  /**
+   * Present exactly when op is "read" and status is "ok". The sender may
+   * give it as parts (say, the pages of a guest buffer), sent as one.
+   */
+  payload?: Uint8Array | readonly Uint8Array[];
+}
+
+/** Bytes in a payload given whole or as parts. */
+function payloadBytes(payload: Uint8Array | readonly Uint8Array[]): number {
+  if (payload instanceof Uint8Array) return payload.byteLength;
+  let n = 0;
+  for (const part of payload) n += part.byteLength;
+  return n;
 }
 
 export type BlockInvalidCode =
@@ -113,7 +124,8 @@ export function decodeRequest(bytes: Uint8Array): BlockRequest | BlockInvalid {
   return { kind: "request", op, id, sector, length };
 }
 
-export function decodeResponse(bytes: Uint8Array): BlockResponse | BlockInvalid {
+/** A decoded response's payload is one view of the message. */
+export function decodeResponse(bytes: Uint8Array): (BlockResponse & { payload?: Uint8Array }) | BlockInvalid {
   if (bytes.byteLength < RESPONSE_HEADER_BYTES) {
     return invalid("short", `response of ${bytes.byteLength} bytes, the header alone is ${RESPONSE_HEADER_BYTES}`);
   }
@@ -183,7 +195,7 @@ export function encodeRequest(req: BlockRequest): Uint8Array[] {
 /** The fixed 12-byte response header; a read's payload goes as a separate part. */
 export function encodeResponseHeader(res: BlockResponse): Uint8Array {
   const withPayload = res.op === "read" && res.status === "ok";
-  const given = res.payload?.byteLength;
+  const given = res.payload === undefined ? undefined : payloadBytes(res.payload);
   const fieldError = checkFields({ id: res.id, length: res.length });
   assertEncodable(
     fieldError ??
@@ -207,5 +219,6 @@ export function encodeResponseHeader(res: BlockResponse): Uint8Array {
 /** The parts of a response, ready for `ChannelEndpoint.send`. */
 export function encodeResponse(res: BlockResponse): Uint8Array[] {
   const header = encodeResponseHeader(res);
-  return res.payload !== undefined ? [header, res.payload] : [header];
+  if (res.payload === undefined) return [header];
+  return res.payload instanceof Uint8Array ? [header, res.payload] : [header, ...res.payload];
 }

@@ -98,9 +98,14 @@ export class ChannelEndpoint {
   private readonly tx: Ring;
   private readonly rx: Ring;
   private handler: ((message: Uint8Array) => void) | undefined;
+  /** Hand the handler views into the ring rather than copies (see onMessage). */
+  private borrow = false;
   private errorHandler: ((error: ChannelError) => void) | undefined;
   private closed = false;
   private running = false;
+  /** A handler that polls again (it raised an interrupt that ran a slice) must not re-enter drain(). */
+  private draining = false;
+  private corrupted = false;
   private resolveStopped!: (reason: ChannelStopReason) => void;
 
   constructor(descriptor: ChannelDescriptor) {
@@ -173,12 +178,16 @@ export class ChannelEndpoint {
   }
 
   /**
-   * Starts the receive loop. Each message is a copy the handler owns. While
-   * the loop runs it keeps the thread alive, like an open socket; close() or
-   * revocation ends it.
+   * Starts the receive loop. Each message is a copy the handler owns; with
+   * `borrow`, a view into the ring that is valid only until the handler
+   * returns (no copy, no garbage: for bulk data the handler copies straight
+   * to where it goes, and copies what it keeps). While the loop runs it
+   * keeps the thread alive, like an open socket; close() or revocation ends
+   * it.
    */
-  onMessage(handler: (message: Uint8Array) => void): void {
+  onMessage(handler: (message: Uint8Array) => void, options: { borrow?: boolean } = {}): void {
     this.handler = handler;
+    this.borrow = options.borrow ?? false;
     if (this.running || this.closed) return;
     this.running = true;
     void this.receiveLoop();
@@ -194,8 +203,30 @@ export class ChannelEndpoint {
     if (this.closed) return;
     this.closed = true;
     this.tx.wakeWriter();
-    if (this.running) this.rx.ringDoorbell(); // wakes our own waiter
+    if (this.running) this.rx.ringDoorbell(true); // wakes our own waiter
     else this.resolveStopped("closed");
+  }
+
+  /**
+   * For an owner that runs its own loop (a v86 worker between slices of
+   * guest time): while awake, the peer skips the doorbell's wake-up and the
+   * owner must call poll() often; asleep, the receive loop is woken as
+   * usual. Going to sleep polls once more, for messages that skipped it.
+   */
+  setAwake(awake: boolean): void {
+    this.rx.setReaderAwake(awake);
+    if (!awake) this.poll();
+  }
+
+  /** Hands the messages waiting in the ring to the handler now. */
+  poll(): void {
+    if (!this.running || this.draining || this.closed || this.revoked) return;
+    // A corrupt ring ends the receive loop: wake it to see that. (Past the
+    // budget, the rest waits for the next poll or the loop's next turn.)
+    if (this.drain() === "corrupt") {
+      this.corrupted = true;
+      this.rx.ringDoorbell(true);
+    }
   }
 
   private async receiveLoop(): Promise<void> {
@@ -212,7 +243,7 @@ export class ChannelEndpoint {
           break;
         }
         const seen = this.rx.doorbell();
-        const drained = this.drain();
+        const drained = this.corrupted ? "corrupt" : this.drain();
         if (drained === "corrupt") {
           reason = "corrupt";
           break;
@@ -234,27 +265,41 @@ export class ChannelEndpoint {
 
   private drain(): "empty" | "budget" | "corrupt" {
     let count = 0;
+    this.draining = true;
     try {
       for (;;) {
         if (this.closed) return "empty";
         if (count === DRAIN_BUDGET) return "budget";
-        const message = this.rx.read();
-        if (message === undefined) return "empty";
+        const took = this.borrow ? this.rx.readBorrowed(this.deliver) : this.deliverCopy();
+        if (!took) return "empty";
         count++;
-        this.stats.messagesReceived++;
-        this.stats.bytesReceived += message.byteLength;
-        try {
-          this.handler?.(message);
-        } catch (e) {
-          this.stats.handlerErrors++;
-          this.report(new ChannelError("handler", `message handler threw: ${String(e)}`, { cause: e }));
-        }
       }
     } catch (e) {
       if (!(e instanceof RingError)) throw e;
       this.report(new ChannelError("corrupt", e.message, { cause: e }));
       return "corrupt";
+    } finally {
+      this.draining = false;
     }
+  }
+
+  /** Gives one message to the handler; a handler that throws is counted and reported. */
+  private readonly deliver = (message: Uint8Array): void => {
+    this.stats.messagesReceived++;
+    this.stats.bytesReceived += message.byteLength;
+    try {
+      this.handler?.(message);
+    } catch (e) {
+      this.stats.handlerErrors++;
+      this.report(new ChannelError("handler", `message handler threw: ${String(e)}`, { cause: e }));
+    }
+  };
+
+  private deliverCopy(): boolean {
+    const message = this.rx.read();
+    if (message === undefined) return false;
+    this.deliver(message);
+    return true;
   }
 
   private report(error: ChannelError): void {

@@ -29,6 +29,14 @@ const DOORBELL = 6;
 const REVOKED = 7;
 /** How many of the writer's waits for space are pending: the reader then wakes them on every read. */
 const SPACE_WANTED = 8;
+/**
+ * 1 while the reader may sleep on the doorbell (the writer must notify), 0
+ * while it promises to look at the ring again soon by itself: a reader in a
+ * busy v86 worker looks after every slice of guest time, and the writer then
+ * skips Atomics.notify, which costs tens to hundreds of microseconds when
+ * the two threads contend (docs/benchmarks.md).
+ */
+const READER_ASLEEP = 9;
 
 const WRAP = 0xffffffff;
 
@@ -84,6 +92,7 @@ export class Ring {
     header[CAPACITY] = dataBytes;
     header[GENERATION] = generation;
     header[VERSION] = RING_VERSION;
+    header[READER_ASLEEP] = 1;
     // The magic goes last: a buffer with the magic is a complete header.
     Atomics.store(header, MAGIC, RING_MAGIC);
     return new Ring(sab);
@@ -159,6 +168,33 @@ export class Ring {
    * undefined when the ring is empty or revoked (unread data is dropped).
    */
   read(): Uint8Array | undefined {
+    const at = this.next();
+    if (!at) return undefined;
+    // slice copies into a fresh (non-shared) buffer.
+    const message = this.data.slice(at.offset + 4, at.offset + 4 + at.length);
+    this.consumed(at.size);
+    return message;
+  }
+
+  /**
+   * Hands the next message to `use` as a view into the ring, without a
+   * copy, and consumes it when `use` returns (or throws). The view is
+   * valid only during the call: the writer reuses the space afterwards.
+   * Returns false when the ring is empty or revoked.
+   */
+  readBorrowed(use: (message: Uint8Array) => void): boolean {
+    const at = this.next();
+    if (!at) return false;
+    try {
+      use(this.data.subarray(at.offset + 4, at.offset + 4 + at.length));
+    } finally {
+      this.consumed(at.size);
+    }
+    return true;
+  }
+
+  /** Finds and checks the next record (consuming a wrap marker before it). */
+  private next(): { offset: number; length: number; size: number } | undefined {
     if (this.revoked) return undefined;
     let avail = ((Atomics.load(this.header, WRITE) >>> 0) - this.readPos) >>> 0;
     if (avail > this.capacity || (avail & 3) !== 0) {
@@ -181,10 +217,7 @@ export class Ring {
     const size = 4 + ((length + 3) & ~3);
     if (size > avail) throw this.corrupt(`record of ${size} bytes at ${offset} runs past the write index`);
     if (size > this.capacity - offset) throw this.corrupt(`record of ${size} bytes at ${offset} runs past the data area`);
-    // slice copies into a fresh (non-shared) buffer.
-    const message = this.data.slice(offset + 4, offset + 4 + length);
-    this.consumed(size);
-    return message;
+    return { offset, length, size };
   }
 
   /** Bytes written and not yet read (framing included), from the shared indices: for any observer. */
@@ -223,9 +256,25 @@ export class Ring {
     return Atomics.load(this.header, DOORBELL);
   }
 
-  ringDoorbell(): void {
+  /**
+   * Bumps the doorbell after publishing, and wakes the reader if it may be
+   * asleep (or `always`). Sequentially consistent: a reader that marks
+   * itself asleep and then looks at the write index either sees this
+   * message or is woken.
+   */
+  ringDoorbell(always = false): void {
     Atomics.add(this.header, DOORBELL, 1);
-    Atomics.notify(this.header, DOORBELL);
+    if (always || Atomics.load(this.header, READER_ASLEEP) !== 0) Atomics.notify(this.header, DOORBELL);
+  }
+
+  /**
+   * The reader says whether it will look at the ring again by itself
+   * (awake) or needs the doorbell's wake-up (asleep). After marking itself
+   * asleep it must look once more: a message published just before may have
+   * skipped the wake-up.
+   */
+  setReaderAwake(awake: boolean): void {
+    Atomics.store(this.header, READER_ASLEEP, awake ? 0 : 1);
   }
 
   /** Resolves when the doorbell moves from `seen`; undefined if it already has. */
@@ -263,7 +312,7 @@ export class Ring {
   /** Sets the revoked flag and wakes both sides; unread data is dropped. */
   revoke(): void {
     Atomics.store(this.header, REVOKED, 1);
-    this.ringDoorbell();
+    this.ringDoorbell(true);
     this.wakeWriter();
   }
 

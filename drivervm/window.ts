@@ -89,6 +89,32 @@ export class GuestWindow {
   }
 
   /**
+   * Views of window bytes straight into guest memory, one per run of
+   * physically contiguous pages (no copy): valid until the guest runs again.
+   */
+  views(machine: Machine, offset: number, length: number): Uint8Array[] {
+    this.check(offset, length);
+    const mem = machine.memory();
+    const out: Uint8Array[] = [];
+    let done = 0;
+    let runStart = -1;
+    let runEnd = -1;
+    while (done < length) {
+      const at = offset + done;
+      const inPage = Math.min(PAGE - (at % PAGE), length - done);
+      const phys = this.pfns[Math.floor(at / PAGE)] * PAGE + (at % PAGE);
+      if (phys !== runEnd) {
+        if (runStart >= 0) out.push(mem.subarray(runStart, runEnd));
+        runStart = phys;
+      }
+      runEnd = phys + inPage;
+      done += inPage;
+    }
+    if (runStart >= 0) out.push(mem.subarray(runStart, runEnd));
+    return out;
+  }
+
+  /**
    * A view of window bytes that lie in one page, straight into guest memory
    * (no copy): valid until the guest runs again. Ranges that cross a page
    * come back as a copy.

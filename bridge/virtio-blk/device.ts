@@ -222,6 +222,7 @@ export class VirtioBlkFrontEnd {
   }
 
   /** A reply from the back end: checked against the request it claims to answer. */
+  /** A reply from the back end; its data may be a borrowed view: nothing of it is kept past this call. */
   onResponse(resp: BackendResponse): void {
     const f = this.inFlight.get(resp.id);
     if (!f) return this.violation("unknown-id", `reply to request ${resp.id}, which is not in flight`);

@@ -1,7 +1,7 @@
 // The app VM's virtio-blk front end as a device of the app VM's worker:
 // requests go out on the block channel, replies come back on it.
 import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
-import { ChannelEndpoint, type ChannelDescriptor } from "../channel.js";
+import type { ChannelEndpoint } from "../channel.js";
 import { decodeBlockResponse, encodeBlockRequest } from "../block-link.js";
 import { VirtioBlkFrontEnd } from "./device.js";
 
@@ -13,14 +13,19 @@ export function virtioBlkDevice(ctx: DeviceContext, capacitySectors: number): Ho
     service: "block",
     attachChannel(channel) {
       endpoint?.close();
-      const ep = new ChannelEndpoint(channel as ChannelDescriptor);
+      const ep = ctx.openChannel(channel);
       endpoint = ep;
-      ep.onMessage((msg) => {
-        const resp = decodeBlockResponse(msg);
-        if ("code" in resp) frontEnd.metrics.violation("malformed"), ctx.peerViolation("block", `disk VM sent a malformed reply: ${resp.code}: ${resp.detail}`);
-        else frontEnd.onResponse(resp);
-        frontEnd.retryUnsent();
-      });
+      // Borrowed: a read's data goes from the ring straight into the guest's
+      // buffers (onResponse keeps nothing of it).
+      ep.onMessage(
+        (msg) => {
+          const resp = decodeBlockResponse(msg);
+          if ("code" in resp) frontEnd.metrics.violation("malformed"), ctx.peerViolation("block", `disk VM sent a malformed reply: ${resp.code}: ${resp.detail}`);
+          else frontEnd.onResponse(resp);
+          frontEnd.retryUnsent();
+        },
+        { borrow: true },
+      );
       frontEnd.attach({ send: (req) => ep.send(encodeBlockRequest(req)) });
     },
     detachChannel() {

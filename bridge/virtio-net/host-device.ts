@@ -1,7 +1,7 @@
 // The app VM's virtio-net front end as a device of the app VM's worker:
 // frames go out on the net channel and come back on it.
 import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
-import { ChannelEndpoint, type ChannelDescriptor } from "../channel.js";
+import type { ChannelEndpoint } from "../channel.js";
 import { encodeFrame, frameHandler } from "../frame-message.js";
 import { VirtioNetFrontEnd } from "./device.js";
 
@@ -18,7 +18,7 @@ export function virtioNetDevice(ctx: DeviceContext, mac: string): HostDevice {
     service: "net",
     attachChannel(channel) {
       endpoint?.close();
-      const ep = new ChannelEndpoint(channel as ChannelDescriptor);
+      const ep = ctx.openChannel(channel);
       endpoint = ep;
       ep.onMessage(
         frameHandler(

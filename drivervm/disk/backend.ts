@@ -52,7 +52,8 @@ export class BlockBackEnd {
     private readonly machine: Machine,
     private readonly image: ImageFile,
     private readonly kickGuest: () => void,
-    private readonly reply: (resp: BackendResponse) => void,
+    /** `dataParts`: a read's data as views of the window, valid until the guest runs again. */
+    private readonly reply: (resp: BackendResponse, dataParts?: Uint8Array[]) => void,
     private readonly onViolation: (detail: string) => void,
   ) {}
 
@@ -73,9 +74,15 @@ export class BlockBackEnd {
     this.pump();
   }
 
-  submit(req: BackendRequest): void {
+  /**
+   * A request from the front end. `borrowed`: its data is a view that is
+   * valid only during this call (the channel's ring): what must wait for a
+   * free slot is copied.
+   */
+  submit(req: BackendRequest, borrowed = false): void {
     this.pending.push(req);
     this.pump();
+    if (borrowed && req.data && this.pending.includes(req)) req.data = req.data.slice();
   }
 
   private pump(): void {
@@ -161,9 +168,9 @@ export class BlockBackEnd {
     this.metrics.serviceMs += performance.now() - active.at;
     this.metrics.serviceCount++;
     const ok = status === RING_STATUS.OK && (req.op === "flush" || length === req.length);
-    let data: Uint8Array | undefined;
+    let data: Uint8Array[] | undefined;
     if (ok && req.op === "read") {
-      data = this.window!.copyOut(this.machine, WINDOW.DATA_BASE + active.dataSlot * WINDOW.DATA_SLOT_BYTES, req.length);
+      data = this.window!.views(this.machine, WINDOW.DATA_BASE + active.dataSlot * WINDOW.DATA_SLOT_BYTES, req.length);
       this.metrics.bytesRead += req.length;
     }
     if (ok && req.op === "write") this.metrics.bytesWritten += req.length;
@@ -175,7 +182,7 @@ export class BlockBackEnd {
     if (active.dataSlot >= 0) this.freeSlots.push(active.dataSlot);
     if (ok) this.metrics.served[req.op]++;
     else this.metrics.ioErrors++;
-    this.reply({ id: req.id, op: req.op, ok, length: ok ? req.length : 0, data });
+    this.reply({ id: req.id, op: req.op, ok, length: ok ? req.length : 0 }, data);
   }
 
   private violation(detail: string): void {

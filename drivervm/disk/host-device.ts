@@ -1,7 +1,7 @@
 // The disk VM's back end as a device of the disk VM's worker: it learns
 // the blkback helper's window from the control line, takes requests from
 // the block channel and sends the replies back on it.
-import { ChannelEndpoint, type ChannelDescriptor } from "../../bridge/channel.js";
+import type { ChannelEndpoint } from "../../bridge/channel.js";
 import { decodeBlockRequest, encodeBlockResponse } from "../../bridge/block-link.js";
 import type { BackendResponse } from "../../bridge/virtio-blk/device.js";
 import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
@@ -10,9 +10,16 @@ import { DOORBELL_PORT, WINDOW } from "./guest-ring.js";
 import type { ImageFile } from "./image-file.js";
 import { windowLines } from "../window.js";
 
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) (out.set(p, at), (at += p.byteLength));
+  return out;
+}
+
 export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDevice {
   let endpoint: ChannelEndpoint | undefined;
-  // Replies that found the channel full wait here, in order.
+  // Replies that found the channel full wait here, in order, with their own copy of the data.
   const outbox: BackendResponse[] = [];
   let retry: NodeJS.Timeout | undefined;
   const flushOutbox = () => {
@@ -24,7 +31,10 @@ export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDev
     ctx.machine,
     image,
     () => ctx.kick(),
-    (resp) => {
+    (resp, dataParts) => {
+      // Straight from the guest's window into the ring when the channel has room.
+      if (outbox.length === 0 && endpoint?.send(encodeBlockResponse(resp, dataParts))) return;
+      if (dataParts) resp.data = concat(dataParts);
       outbox.push(resp);
       if (!retry) flushOutbox();
     },
@@ -46,14 +56,18 @@ export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDev
     onKick: () => backEnd.onKick(),
     attachChannel(channel) {
       endpoint?.close();
-      const ep = new ChannelEndpoint(channel as ChannelDescriptor);
+      const ep = ctx.openChannel(channel);
       endpoint = ep;
       outbox.length = 0;
-      ep.onMessage((msg) => {
-        const req = decodeBlockRequest(msg);
-        if ("code" in req) ctx.peerViolation("block", `app VM front end sent a malformed request: ${req.code}: ${req.detail}`);
-        else backEnd.submit(req);
-      });
+      // Borrowed: a write's data goes from the ring straight into the guest's window.
+      ep.onMessage(
+        (msg) => {
+          const req = decodeBlockRequest(msg);
+          if ("code" in req) ctx.peerViolation("block", `app VM front end sent a malformed request: ${req.code}: ${req.detail}`);
+          else backEnd.submit(req, true);
+        },
+        { borrow: true },
+      );
     },
     detachChannel() {
       endpoint?.close();

@@ -62,13 +62,19 @@ export class ImageFile implements DiskStore {
 
   read(offset: number, length: number): Uint8Array {
     const out = new Uint8Array(Math.max(0, Math.min(length, this.sizeBytes - offset)));
+    this.readInto(offset, out);
+    return out;
+  }
+
+  readInto(offset: number, target: Uint8Array): number {
+    const want = Math.max(0, Math.min(target.length, this.sizeBytes - offset));
     let done = 0;
-    while (done < out.length) {
-      const n = readSync(this.fd, out, done, out.length - done, offset + done);
-      if (n === 0) break; // past the end of a file that shrank under us: zeros
+    while (done < want) {
+      const n = readSync(this.fd, target, done, want - done, offset + done);
+      if (n === 0) break; // past the end of a file that shrank under us
       done += n;
     }
-    return out;
+    return done;
   }
 
   write(offset: number, data: Uint8Array): void {

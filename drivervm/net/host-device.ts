@@ -1,7 +1,7 @@
 // The net VM's back end as a device of the net VM's worker: it learns
 // netback's window from the control line, takes the app VM's frames from
 // the net channel and sends netback's frames back on it.
-import { ChannelEndpoint, type ChannelDescriptor } from "../../bridge/channel.js";
+import type { ChannelEndpoint } from "../../bridge/channel.js";
 import { encodeFrame, frameHandler } from "../../bridge/frame-message.js";
 import type { DeviceContext, HostDevice } from "../../hypervisor/vm/host-device.js";
 import { windowLines } from "../window.js";
@@ -36,7 +36,7 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
     onKick: () => backEnd.onDoorbell(),
     attachChannel(channel) {
       endpoint?.close();
-      const ep = new ChannelEndpoint(channel as ChannelDescriptor);
+      const ep = ctx.openChannel(channel);
       endpoint = ep;
       ep.onMessage(
         frameHandler(

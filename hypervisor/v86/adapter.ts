@@ -55,6 +55,8 @@ interface Cpu {
   write_blob: (blob: Uint8Array, address: number) => void;
   /** Control registers; cr[3] is the page directory's physical address. */
   cr: { [index: number]: number };
+  /** Guest instructions executed, modulo 2^32 (a proxy over wasm memory, like mem8). */
+  instruction_counter: { [index: number]: number };
 }
 interface V86Core {
   cpu: Cpu;
@@ -79,6 +81,7 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
   ["emulator.v86.cpu.write_blob (function)", (c) => typeof c.cpu?.write_blob === "function"],
   ["emulator.v86.cpu.io.register_write (function)", (c) => typeof c.cpu?.io?.register_write === "function"],
   ["emulator.v86.cpu.cr (control registers)", (c) => typeof c.cpu?.cr?.[3] === "number"],
+  ["emulator.v86.cpu.instruction_counter (a 32-bit counter view)", (c) => typeof c.cpu?.instruction_counter?.[0] === "number"],
   [
     "emulator.v86.cpu.devices.net (NE2000: receive, do_interrupt, cr, isr, pstart, pstop, curpg, boundary)",
     (c) => {
@@ -161,6 +164,8 @@ export interface MachineSpec {
 export interface DiskStore {
   readonly sizeBytes: number;
   read(offset: number, length: number): Uint8Array;
+  /** Fills `target` from `offset` (zeros past the end); returns how many bytes it read. */
+  readInto(offset: number, target: Uint8Array): number;
   write(offset: number, data: Uint8Array): void;
 }
 
@@ -180,9 +185,18 @@ class DiskBuffer {
     this.onload?.({});
   }
 
+  /**
+   * v86's IDE model uses what `get` hands it before returning (a DMA read
+   * copies it into guest memory, a PIO read into its own buffer), so one
+   * scratch buffer serves every read: no 64 KiB garbage per request.
+   */
   get(start: number, length: number, done: (data: Uint8Array) => void): void {
-    done(this.store.read(start, length));
+    if (this.scratch.length < length) this.scratch = new Uint8Array(length);
+    const data = this.scratch.subarray(0, length);
+    data.fill(0, this.store.readInto(start, data));
+    done(data);
   }
+  private scratch = new Uint8Array(0);
 
   // The store is synchronous: v86's "cached" path is always a hit.
   get_from_cache(start: number, length: number): Uint8Array {
@@ -234,6 +248,12 @@ export interface Machine {
   onReset(listener: () => void): void;
   /** Lets a sleeping emulator handle an interrupt a host device just raised. */
   wake(): void;
+  /**
+   * Called after every slice of guest time, outside the guest: `asleep` when
+   * the emulator now sleeps until its next timer (or a wake()), otherwise it
+   * runs the next slice as soon as the event loop lets it.
+   */
+  onSlice(listener: (asleep: boolean) => void): void;
   /** Flips a serial port's ring-indicator line (a modem-status interrupt in the guest). */
   flipRingIndicator(port: SerialPort): void;
   /**
@@ -255,6 +275,12 @@ export interface Machine {
   translate(virtual: number): number | undefined;
   /** The NE2000, for a machine built with nic "ne2k". */
   ne2k(): Nic;
+  /**
+   * Guest instructions executed so far, modulo 2^32 (it wraps within a
+   * minute of busy guest: sample it more often than that). A measure of
+   * guest work that the host's noise does not move.
+   */
+  instructionCounter(): number;
 }
 
 /** A NIC model's wire side: what the host plugs a cable into. */
@@ -378,9 +404,9 @@ export function createMachine(spec: MachineSpec): Promise<Machine> {
       try {
         selfCheck(emulator);
         const c = core(emulator);
-        if (spec.clampIdle) clampIdle(c);
+        const slices = hookYield(c, spec.clampIdle);
         for (const slot of removeSlots) removePciSlot(c, slot);
-        resolve(wrap(emulator, removeSlots));
+        resolve(wrap(emulator, removeSlots, slices));
       } catch (err) {
         reject(err);
       }
@@ -389,13 +415,30 @@ export function createMachine(spec: MachineSpec): Promise<Machine> {
 }
 
 /**
- * v86 spins on setImmediate when its next timer is under 1 ms away; an idle
- * guest then burns a quarter of a core. Waiting a whole millisecond instead
- * costs nothing measurable in throughput (V86-NOTES.md).
+ * v86 hands control back to the event loop after every slice of guest time
+ * through `yield(t)`: t = 0 runs the next slice at once, t > 0 sleeps until
+ * the next guest timer. The hook tells slice listeners which it is, once the
+ * next slice is scheduled (a listener that wakes the machine reschedules it).
+ *
+ * With `clamp`: v86 spins on setImmediate when its next timer is under 1 ms
+ * away, and an idle guest then burns a quarter of a core. Waiting a whole
+ * millisecond instead costs nothing measurable in throughput (V86-NOTES.md).
  */
-function clampIdle(c: V86Core): void {
+function hookYield(c: V86Core, clamp: boolean): Array<(asleep: boolean) => void> {
+  const listeners: Array<(asleep: boolean) => void> = [];
   const original = c.yield.bind(c);
-  c.yield = (t: number, tick: number) => original(t > 0 && t < 1 ? 1 : t, tick);
+  let inside = false;
+  c.yield = (t: number, tick: number) => {
+    original(clamp && t > 0 && t < 1 ? 1 : t, tick);
+    if (inside) return;
+    inside = true;
+    try {
+      for (const listener of listeners) listener(t > 0);
+    } finally {
+      inside = false;
+    }
+  };
+  return listeners;
 }
 
 /** Takes every function of a PCI slot off the bus: the guest never sees it. */
@@ -424,7 +467,7 @@ function guestMemory(cpu: Cpu): Uint8Array {
   return new Uint8Array(cpu.wasm_memory.buffer, byteOffset, length);
 }
 
-function wrap(emulator: V86, removeSlots: number[]): Machine {
+function wrap(emulator: V86, removeSlots: number[], slices: Array<(asleep: boolean) => void>): Machine {
   const ring = [false, false];
   return {
     emulator,
@@ -436,6 +479,7 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
       wake(core(emulator));
     },
     wake: () => wake(core(emulator)),
+    onSlice: (listener) => slices.push(listener),
     flipRingIndicator(port) {
       ring[port] = !ring[port];
       emulator.serial_set_ring_indicator(port, ring[port]);
@@ -470,6 +514,7 @@ function wrap(emulator: V86, removeSlots: number[]): Machine {
       core(emulator).cpu.write_blob(data, address);
     },
     memory: () => guestMemory(core(emulator).cpu),
+    instructionCounter: () => core(emulator).cpu.instruction_counter[0] >>> 0,
     ne2k() {
       const c = core(emulator);
       const model = c.cpu.devices.net as Ne2kModel;

@@ -1,6 +1,7 @@
 // Host-side device models that live in a VM's worker beside its v86
 // instance: the app VM's paravirtual front ends, a driver VM's back end.
 // The worker stays generic; each device plugs in through this interface.
+import type { ChannelEndpoint } from "../../bridge/channel.js";
 import type { Service } from "../kernel/capability.js";
 import type { Machine } from "../v86/adapter.js";
 
@@ -17,6 +18,12 @@ export interface DeviceContext {
   peerViolation(service: Service, detail: string): void;
   /** Tells the main thread the device can serve (e.g. the helper's window is registered). */
   ready(): void;
+  /**
+   * Opens this side of a channel the kernel handed over. The worker polls it
+   * after every slice of guest time while the machine runs, so the peer need
+   * not wake this thread (see ChannelEndpoint.setAwake).
+   */
+  openChannel(descriptor: unknown): ChannelEndpoint;
 }
 
 export interface HostDevice {

@@ -51,6 +51,7 @@ export type ToWorker =
   | { type: "detach-channel"; service: Service }
   | { type: "fail-channel"; service: Service; reason: string }
   | { type: "device-status" }
+  | { type: "cpu-status" }
   /** Fault injection: flip random bits in these kernel code ranges (virtual addresses). */
   | { type: "flip"; ranges: Array<{ start: number; end: number }>; bits: number; seed: number }
   /** Fault injection: the worker dies abruptly, as a crashed task would. */
@@ -75,4 +76,6 @@ export type FromWorker =
   | { type: "device-ready" }
   | { type: "flipped"; flips: Array<{ virtual: number; physical: number; bit: number }>; error?: string }
   | { type: "device-status"; devices: Record<string, unknown> }
+  /** Guest instructions executed since this worker's machine started, and the worker's busy time. */
+  | { type: "cpu-status"; instructions: number; busyMs: number }
   | { type: "stopped" };

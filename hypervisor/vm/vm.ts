@@ -630,16 +630,33 @@ export class VirtualMachine extends EventEmitter {
 
   /** Counters of the VM's host-side devices. */
   deviceStatus(timeoutMs = 1000): Promise<Record<string, unknown>> {
+    return this.askWorker({ type: "device-status" }, (msg) => (msg.type === "device-status" ? msg.devices : undefined), "device status", timeoutMs);
+  }
+
+  /**
+   * How much work this VM's current worker has done, both counted from 0 at
+   * its start (again when the VM is restored into a new worker):
+   * `instructions`, the guest instructions executed, is a measure of guest
+   * work that host noise does not move; `busyMs` is the time the worker's
+   * event loop was busy (v86 and our devices), the rest it slept.
+   */
+  cpuStatus(timeoutMs = 1000): Promise<{ instructions: number; busyMs: number }> {
+    return this.askWorker({ type: "cpu-status" }, (msg) => (msg.type === "cpu-status" ? { instructions: msg.instructions, busyMs: msg.busyMs } : undefined), "cpu status", timeoutMs);
+  }
+
+  /** Sends a question to the worker and resolves with the first reply `pick` accepts. */
+  private askWorker<T>(question: ToWorker, pick: (msg: FromWorker) => T | undefined, what: string, timeoutMs: number): Promise<T> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => (this.off("worker-message", on), reject(new VmError(this.role, "timeout", "device status timed out"))), timeoutMs);
+      const timer = setTimeout(() => (this.off("worker-message", on), reject(new VmError(this.role, "timeout", `${what} timed out`))), timeoutMs);
       const on = (msg: FromWorker) => {
-        if (msg.type !== "device-status") return;
+        const answer = pick(msg);
+        if (answer === undefined) return;
         clearTimeout(timer);
         this.off("worker-message", on);
-        resolve(msg.devices);
+        resolve(answer);
       };
       this.on("worker-message", on);
-      this.send({ type: "device-status" });
+      this.send(question);
     });
   }
 

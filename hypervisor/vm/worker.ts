@@ -1,6 +1,8 @@
 // A VM task's body: one worker thread running one v86 instance. It owns
 // nothing but its machine; the main thread decides everything else.
+import { performance } from "node:perf_hooks";
 import { flipBits } from "../faults/flip.js";
+import { ChannelPoller } from "./channel-poller.js";
 import { createHash } from "node:crypto";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
@@ -37,6 +39,7 @@ function flushConsole(): void {
 
 // The devices of this VM (front ends or back ends), built with the machine.
 let devices: HostDevice[] = [];
+const channels = new ChannelPoller();
 
 // Channel bytes: a lone 0x07 is a doorbell for the devices; the rest are
 // lines. Lines the devices consume (their registration) stay here; the
@@ -133,7 +136,9 @@ async function start(): Promise<Machine> {
       violation: (detail) => post({ type: "violation", detail }),
       peerViolation: (service, detail) => post({ type: "violation", detail, peer: service }),
       ready: () => post({ type: "device-ready" }),
+      openChannel: (descriptor) => channels.open(descriptor),
     }, diskImage);
+    machine.onSlice((asleep) => channels.afterSlice(asleep));
   } catch (err) {
     throw startFailure(err, "machine");
   }
@@ -169,6 +174,7 @@ async function saveState(machine: Machine, path: string): Promise<void> {
   const t0 = performance.now();
   try {
     await machine.stop();
+    channels.sleep();
     const deviceState: Record<string, unknown> = {};
     for (const d of devices) if (d.getState) deviceState[d.name] = d.getState();
     const bytes = packSnapshot(deviceState, await machine.saveState());
@@ -196,9 +202,20 @@ port.on("message", (msg: ToWorker) => {
 
 start().then(
   (machine) => {
+    // v86 counts guest instructions in 32 bits, which wrap within a minute
+    // of busy guest; sampled every 2 s they add up to a 64-bit-safe total.
+    let instructions = 0;
+    let lastCounter = machine.instructionCounter();
+    const countInstructions = () => {
+      const now = machine.instructionCounter();
+      instructions += (now - lastCounter) >>> 0;
+      lastCounter = now;
+      return instructions;
+    };
     setInterval(() => {
       const m = process.memoryUsage();
       post({ type: "memory", heapBytes: m.heapUsed, externalBytes: m.external });
+      countInstructions();
     }, 2000).unref();
     handleMessage = (msg: ToWorker) => {
       switch (msg.type) {
@@ -233,13 +250,17 @@ start().then(
         case "fail-channel":
           for (const d of devices) if (d.service === msg.service) d.failPeer?.(msg.reason);
           break;
+        case "cpu-status":
+          // The event loop's active time is the worker's busy time: v86 runs inside it.
+          post({ type: "cpu-status", instructions: countInstructions(), busyMs: performance.eventLoopUtilization().active });
+          break;
         case "device-status":
           post({ type: "device-status", devices: Object.fromEntries(devices.map((d) => [d.name, d.status?.() ?? null])) });
           break;
         case "stop":
           void machine
             .stop()
-            .then(() => machine.destroy())
+            .then(() => (channels.sleep(), machine.destroy()))
             .finally(() => {
               post({ type: "stopped" });
               process.exit(0);

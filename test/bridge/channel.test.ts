@@ -191,6 +191,38 @@ describe("ChannelEndpoint in one thread", () => {
     expect(new ChannelEndpoint(a).generation).toBe(7);
   });
 
+  it("lends each message to a borrowing handler as a view, in order", async () => {
+    const { a, b } = createChannel({ bytesPerDirection: 4096 });
+    const got: number[][] = [];
+    open(b).onMessage((m) => got.push([m.buffer instanceof SharedArrayBuffer ? 1 : 0, ...m]), { borrow: true });
+    const ea = open(a);
+    ea.send([bytes(1, 2)]);
+    ea.send([bytes(3)]);
+    await until(() => got.length === 2);
+    expect(got).toEqual([[1, 1, 2], [1, 3]]);
+  });
+
+  it("lets an awake reader poll: the writer skips the wake-up, poll() and going to sleep deliver", async () => {
+    const { a, b } = createChannel({ bytesPerDirection: 4096 });
+    const eb = open(b);
+    const got: Uint8Array[] = [];
+    eb.onMessage((m) => got.push(m));
+    await tick(5); // the receive loop now sleeps on the doorbell
+    eb.setAwake(true);
+    const ea = open(a);
+    ea.send([bytes(1)]);
+    await tick(20);
+    expect(got).toEqual([]); // nobody woke the loop: the owner promised to poll
+    eb.poll();
+    expect(got).toEqual([bytes(1)]);
+    ea.send([bytes(2)]);
+    eb.setAwake(false); // going to sleep looks once more
+    expect(got).toEqual([bytes(1), bytes(2)]);
+    ea.send([bytes(3)]); // asleep: the doorbell wakes the loop as before
+    await until(() => got.length === 3);
+    expect(got[2]).toEqual(bytes(3));
+  });
+
   it("gives each new channel its own generation", () => {
     const first = createChannel({ bytesPerDirection: 64 });
     const second = createChannel({ bytesPerDirection: 64 });

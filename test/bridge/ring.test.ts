@@ -52,6 +52,30 @@ describe("Ring", () => {
     expect(first).toEqual(filled(20, 1));
   });
 
+  it("lends a message as a view of the ring and consumes it only after the call, even one that throws", () => {
+    const ring = Ring.create(64);
+    ring.write([filled(20, 1)]);
+    ring.write([filled(8, 2)]);
+    let seen: Uint8Array | undefined;
+    expect(
+      ring.readBorrowed((m) => {
+        seen = m;
+        expect(m.buffer).toBeInstanceOf(SharedArrayBuffer);
+        expect(m).toEqual(filled(20, 1));
+        // Not consumed yet: the writer cannot reuse its space during the call.
+        expect(ring.bytesFree()).toBe(64 - 24 - 12);
+      }),
+    ).toBe(true);
+    expect(seen!.length).toBe(20);
+    expect(() =>
+      ring.readBorrowed(() => {
+        throw new Error("handler failed");
+      }),
+    ).toThrow("handler failed");
+    expect(ring.bytesUnread()).toBe(0);
+    expect(ring.readBorrowed(() => {})).toBe(false);
+  });
+
   it("is usable through a second Ring attached to the same buffer", () => {
     const writer = Ring.create(128);
     const reader = new Ring(writer.buffer);

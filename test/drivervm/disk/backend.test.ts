@@ -32,7 +32,11 @@ function setup() {
   const replies: BackendResponse[] = [];
   const violations: string[] = [];
   let kicks = 0;
-  const be = new BlockBackEnd(machine, image, () => kicks++, (r) => replies.push(r), (v) => violations.push(v));
+  const be = new BlockBackEnd(machine, image, () => kicks++, (r, parts) => {
+    // The data comes as views of the guest's window, valid until the guest runs: keep a copy, as the device does.
+    if (parts) r.data = Uint8Array.from(parts.flatMap((p) => [...p]));
+    replies.push(r);
+  }, (v) => violations.push(v));
   be.attachWindow(w);
   /** Plays blkback: answers the next queued request with a status and length. */
   const answer = (status: number, lengthOverride?: number, idOverride?: number) => {
@@ -61,7 +65,7 @@ describe("BlockBackEnd (disk VM side)", () => {
     const { dataOffset } = answer(0);
     expect(w.copyOut(machine, dataOffset, 1024)).toEqual(new Uint8Array(1024).fill(0xab));
     be.onKick();
-    expect(replies).toEqual([{ id: 5, op: "write", ok: true, length: 1024, data: undefined }]);
+    expect(replies).toEqual([{ id: 5, op: "write", ok: true, length: 1024 }]);
   });
 
   it("copies a read's data out of the window", () => {
