@@ -66,13 +66,25 @@ interface Result {
   mbps: number;
   requestMs: number;
   pingMs: number;
+  /** During the download, per MB: each VM's guest instructions (millions) and worker busy milliseconds (the VM that downloads first). */
+  perMB: Array<{ role: string; minstructions: number; busyMs: number }>;
 }
 
-async function measure(vm: VirtualMachine): Promise<Result> {
+/** Runs the transfers in vms[0], counting the work of every VM in `vms` during the download. */
+async function measure(vms: VirtualMachine[]): Promise<Result> {
+  const vm = vms[0];
+  const before = await Promise.all(vms.map((v) => v.cpuStatus()));
   const s = await guestSeconds(vm, `wget -q -O /dev/null ${base}/file`);
+  const after = await Promise.all(vms.map((v) => v.cpuStatus()));
+  const mb = file.length / 1e6;
+  const perMB = vms.map((v, i) => ({
+    role: v.role,
+    minstructions: (after[i].instructions - before[i].instructions) / 1e6 / mb,
+    busyMs: (after[i].busyMs - before[i].busyMs) / mb,
+  }));
   const r = await guestSeconds(vm, `i=0; while [ $i -lt ${requests} ]; do wget -q -O /dev/null ${base}/small; i=$((i+1)); done`);
   const ping = /= [\d.]+\/([\d.]+)\//.exec(await sh(vm, `ping -c 10 -i 0.2 ${WIRE_NET.gateway} | tail -1`));
-  return { mbps: file.length / 1e6 / s, requestMs: (r * 1000) / requests, pingMs: ping ? Number(ping[1]) : NaN };
+  return { mbps: file.length / 1e6 / s, requestMs: (r * 1000) / requests, pingMs: ping ? Number(ping[1]) : NaN, perMB };
 }
 
 const images = await buildImages((m) => log(`images: ${m}`));
@@ -102,8 +114,8 @@ const viaNetVm: Result[] = [];
 const direct: Result[] = [];
 for (let i = 0; i < rounds; i++) {
   log(`round ${i + 1} of ${rounds}`);
-  viaNetVm.push(await measure(app));
-  direct.push(await measure(baseline));
+  viaNetVm.push(await measure([app, hv.vm("net")]));
+  direct.push(await measure([baseline]));
 }
 const net = (await hv.status()).net;
 const baselineNic = (await baseline.deviceStatus()).wire as Record<string, unknown> | null;
@@ -112,7 +124,13 @@ await baselineWire.stop();
 await hv.down();
 server.close();
 
-const pick = (rs: Result[]) => ({ mbps: median(rs.map((r) => r.mbps)), requestMs: median(rs.map((r) => r.requestMs)), pingMs: median(rs.map((r) => r.pingMs)) });
+/** Medians of each figure; the per-MB work is the median download's. */
+const pick = (rs: Result[]) => ({
+  mbps: median(rs.map((r) => r.mbps)),
+  requestMs: median(rs.map((r) => r.requestMs)),
+  pingMs: median(rs.map((r) => r.pingMs)),
+  perMB: [...rs].sort((a, b) => a.mbps - b.mbps)[Math.floor(rs.length / 2)].perMB,
+});
 const v = pick(viaNetVm);
 const d = pick(direct);
 const report = { date: new Date().toISOString(), rounds, mib, requests, viaNetVm: v, direct: d, ratio: v.mbps / d.mbps, rawRounds: { viaNetVm, direct }, net, baselineNic };
@@ -127,6 +145,11 @@ else {
       `download MB/s             ${f(v.mbps, 2).padStart(10)} ${f(d.mbps, 2).padStart(9)}   ${f(report.ratio, 2)}`,
       `small request ms         ${f(v.requestMs, 1).padStart(11)} ${f(d.requestMs, 1).padStart(9)}   ${f(v.requestMs / d.requestMs, 2)}`,
       `ping to the gateway ms   ${f(v.pingMs, 2).padStart(11)} ${f(d.pingMs, 2).padStart(9)}   ${f(v.pingMs / d.pingMs, 2)}`,
+      "",
+      "work per MB downloaded (median download): guest instructions / worker busy time",
+      ...[...v.perMB.map((w) => ({ ...w, role: `${w.role} VM` })), { ...d.perMB[0], role: "baseline VM (direct)" }].map(
+        (w) => `  ${w.role.padEnd(22)} ${f(w.minstructions, 1).padStart(6)} M / ${f(w.busyMs, 0).padStart(4)} ms`,
+      ),
       "",
       `drops on the path: front end ${JSON.stringify(net?.frontEnd?.drops ?? {})}, back end ${JSON.stringify(net?.backEnd?.drops ?? {})}, NIC ${JSON.stringify(net?.nic?.drops ?? {})}`,
       `interrupt nudges (lost NE2000 receive interrupts): net VM ${String(net?.nic?.nudges ?? "?")}, baseline ${String(baselineNic?.nudges ?? "?")}`,
