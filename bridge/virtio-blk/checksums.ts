@@ -47,46 +47,98 @@ export class WrittenChecksums {
   }
 }
 
-interface Logged {
-  sector: number;
-  data: Uint8Array;
-  at: number;
-}
-
-/** The most recent acknowledged writes, oldest first, bounded by bytes. */
+/**
+ * The most recent acknowledged writes, oldest first, bounded by bytes. The
+ * data lives in one circular buffer and the bookkeeping in typed arrays
+ * (allocated at the first write), not in a buffer and a map entry per write:
+ * 128 MiB of long-lived 64 KiB buffers and a map of a quarter million
+ * sectors made V8's garbage collector a large share of the app VM's worker
+ * on a write-heavy load. What it hands out is a copy: the buffer's bytes are
+ * reused once newer writes have gone round.
+ */
 export class WriteLog {
-  private readonly entries: Logged[] = [];
-  private readonly latest = new Map<number, Logged>();
-  private bytes = 0;
+  private buf = new Uint8Array(0);
+  /** Bytes ever appended, counting the tail skipped when a write did not fit before the end. */
+  private head = 0;
+  private writeAt = 0;
+  /** Records, oldest first: sequence numbers [first, next), slot seq % slots. */
+  private first = 0;
+  private next = 0;
+  private slots = 0;
+  private recStart = new Float64Array(0);
+  private recOffset = new Int32Array(0);
+  private recSector = new Float64Array(0);
+  private recLength = new Int32Array(0);
+  private recAt = new Float64Array(0);
+  /** Per sector: 1 + the sequence number of the newest write that covered it, or 0. */
+  private latest = new Float64Array(0);
 
-  constructor(private readonly maxBytes: number) {}
+  constructor(
+    private readonly maxBytes: number,
+    private readonly sectors: number,
+  ) {}
 
   add(sector: number, data: Uint8Array, at = performance.now()): void {
-    if (data.length > this.maxBytes) return;
-    const e = { sector, data, at };
-    this.entries.push(e);
-    this.bytes += data.length;
-    for (let i = 0; i < data.length / SECTOR; i++) this.latest.set(sector + i, e);
-    while (this.bytes > this.maxBytes) {
-      const old = this.entries.shift()!;
-      this.bytes -= old.data.length;
-      for (let i = 0; i < old.data.length / SECTOR; i++) if (this.latest.get(old.sector + i) === old) this.latest.delete(old.sector + i);
+    const length = data.length;
+    if (length === 0 || length > this.maxBytes || length % SECTOR !== 0 || sector + length / SECTOR > this.sectors) return;
+    if (this.buf.length === 0) this.allocate();
+    if (this.writeAt + length > this.buf.length) {
+      this.head += this.buf.length - this.writeAt;
+      this.writeAt = 0;
     }
+    const start = this.head;
+    // Records whose bytes the new one overwrites, and any past the slot count, go.
+    while (this.first < this.next && (this.recStart[this.first % this.slots] < start + length - this.buf.length || this.next - this.first >= this.slots)) this.first++;
+    this.buf.set(data, this.writeAt);
+    const slot = this.next % this.slots;
+    this.recStart[slot] = start;
+    this.recOffset[slot] = this.writeAt;
+    this.recSector[slot] = sector;
+    this.recLength[slot] = length;
+    this.recAt[slot] = at;
+    this.latest.fill(this.next + 1, sector, sector + length / SECTOR);
+    this.next++;
+    this.head += length;
+    this.writeAt += length;
   }
 
-  /** The last data written to a sector, if the log still has it. */
+  /** The last data written to a sector, if the log still has it (a copy). */
   sector(s: number): Uint8Array | undefined {
-    const e = this.latest.get(s);
-    return e ? e.data.subarray((s - e.sector) * SECTOR, (s - e.sector + 1) * SECTOR) : undefined;
+    const seq = this.latestLive(s);
+    if (seq === undefined) return undefined;
+    const slot = seq % this.slots;
+    const at = this.recOffset[slot] + (s - this.recSector[slot]) * SECTOR;
+    return this.buf.slice(at, at + SECTOR);
   }
 
-  /** Writes acknowledged since `since`, oldest first, each still the latest for all its sectors. */
+  /** Writes acknowledged since `since`, oldest first, each still the latest for all its sectors (copies). */
   since(since: number): Array<{ sector: number; data: Uint8Array }> {
     const out: Array<{ sector: number; data: Uint8Array }> = [];
-    for (let i = this.entries.length - 1; i >= 0 && this.entries[i].at >= since; i--) {
-      const e = this.entries[i];
-      if (this.latest.get(e.sector) === e && this.latest.get(e.sector + e.data.length / SECTOR - 1) === e) out.unshift({ sector: e.sector, data: e.data });
+    for (let seq = this.next - 1; seq >= this.first && this.recAt[seq % this.slots] >= since; seq--) {
+      const slot = seq % this.slots;
+      const sector = this.recSector[slot];
+      const length = this.recLength[slot];
+      if (this.latestLive(sector) === seq && this.latestLive(sector + length / SECTOR - 1) === seq) {
+        out.unshift({ sector, data: this.buf.slice(this.recOffset[slot], this.recOffset[slot] + length) });
+      }
     }
     return out;
+  }
+
+  private latestLive(s: number): number | undefined {
+    if (s < 0 || s >= this.latest.length) return undefined;
+    const seq = this.latest[s] - 1;
+    return seq >= this.first ? seq : undefined;
+  }
+
+  private allocate(): void {
+    this.buf = new Uint8Array(this.maxBytes);
+    this.slots = Math.max(1, Math.floor(this.maxBytes / SECTOR));
+    this.recStart = new Float64Array(this.slots);
+    this.recOffset = new Int32Array(this.slots);
+    this.recSector = new Float64Array(this.slots);
+    this.recLength = new Int32Array(this.slots);
+    this.recAt = new Float64Array(this.slots);
+    this.latest = new Float64Array(this.sectors);
   }
 }

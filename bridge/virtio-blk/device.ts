@@ -75,7 +75,7 @@ export class VirtioBlkFrontEnd {
     private readonly onViolation: (kind: ViolationKind, detail: string) => void = () => {},
   ) {
     this.checksums = new WrittenChecksums(capacitySectors);
-    this.writeLog = new WriteLog(Math.min(WRITE_LOG_BYTES, capacitySectors * SECTOR));
+    this.writeLog = new WriteLog(Math.min(WRITE_LOG_BYTES, capacitySectors * SECTOR), capacitySectors);
   }
 
   private device!: VirtioDevice;
