@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -620,6 +621,7 @@ int main(int argc, char **argv)
 	const int sigs[] = { SIGTERM, SIGINT, SIGUSR1 };
 	const char *path = NULL;
 	sigset_t block, in_poll;
+	pid_t parent;
 	int lfd, i;
 
 	for (i = 1; i < argc; i++) {
@@ -643,6 +645,15 @@ int main(int argc, char **argv)
 	for (i = 0; i < 3; i++)
 		sigdelset(&in_poll, sigs[i]);
 	signal(SIGPIPE, SIG_IGN);
+
+	/* The wire goes when the hypervisor that started it goes, however it
+	 * ends (killed, crashed): SIGTERM then arrives as from `stop`. A parent
+	 * that died before this call is seen as a changed parent. */
+	parent = getppid();
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0)
+		die("prctl(PR_SET_PDEATHSIG) failed");
+	if (getppid() != parent)
+		die("the process that started the wire is gone");
 
 	inet_pton(AF_INET, "10.0.2.0", &cfg.vnetwork);
 	inet_pton(AF_INET, "255.255.255.0", &cfg.vnetmask);

@@ -378,6 +378,30 @@ describe("slirp-wire", () => {
     await within("the wire to hang up at exit", c.closed);
   });
 
+  it("goes when the process that started it dies, even by SIGKILL, and removes its socket", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "bh-wire-"));
+    const path = join(dir, "wire.sock");
+    // A shell stands in for the hypervisor: it starts the wire and is then killed outright.
+    const parent = spawn("sh", ["-c", `'${bin}' --socket '${path}' --allow-ports all & echo "pid=$!"; wait`], { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    parent.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    await until("the wire to start", () => /pid=\d+\n/.test(out) && existsSync(path));
+    const wirePid = Number(/pid=(\d+)/.exec(out)![1]);
+    const alive = () => {
+      try {
+        process.kill(wirePid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    expect(alive()).toBe(true);
+    parent.kill("SIGKILL");
+    await until("the orphaned wire to exit", () => !alive());
+    await until("its socket to be removed", () => !existsSync(path));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it("refuses bad arguments with exit 1", async () => {
     const proc = spawn(bin, ["--socket", join(tmpdir(), "bh-wire-bad.sock"), "--allow-ports", "80,http"], { stdio: "ignore" });
     const code = await within("slirp-wire to exit", new Promise((resolve) => proc.on("exit", resolve)));
