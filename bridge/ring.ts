@@ -180,6 +180,9 @@ export class Ring {
    * Hands the next message to `use` as a view into the ring, without a
    * copy, and consumes it when `use` returns (or throws). The view is
    * valid only during the call: the writer reuses the space afterwards.
+   * During the call the bytes do not change: the writer only writes free
+   * space, and the record is not freed until `use` returns (the writer is
+   * the peer task's worker, our own code; no guest can reach a ring).
    * Returns false when the ring is empty or revoked.
    */
   readBorrowed(use: (message: Uint8Array) => void): boolean {
