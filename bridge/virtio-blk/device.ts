@@ -40,6 +40,12 @@ export interface BackendResponse {
 /** The link to the disk VM; send() returns false when it is down or full. */
 export interface BlockLink {
   send(req: BackendRequest): boolean;
+  /**
+   * Takes the replies that wait on the link now. While the guest runs, the
+   * worker looks at its channels only between slices of guest time (about
+   * 1 ms); the guest's own notifications are a chance to look sooner.
+   */
+  poll?(): void;
 }
 
 /** Writes acknowledged this long before a fault are written again to the successor: the faulty driver may have botched them. */
@@ -198,6 +204,7 @@ export class VirtioBlkFrontEnd {
   onNotify(): void {
     let vreq: VirtioRequest | undefined;
     while ((vreq = this.device.pop(0))) this.accept(vreq);
+    this.link?.poll?.();
   }
 
   private accept(vreq: VirtioRequest): void {
@@ -221,8 +228,11 @@ export class VirtioBlkFrontEnd {
     this.inFlight.set(req.id, { vreq, req, attempts: 0, sent, orphaned: false, at: performance.now() });
   }
 
-  /** A reply from the back end: checked against the request it claims to answer. */
-  /** A reply from the back end; its data may be a borrowed view: nothing of it is kept past this call. */
+  /**
+   * A reply from the back end: checked against the request it claims to
+   * answer. Its data may be a borrowed view: nothing of it is kept past
+   * this call.
+   */
   onResponse(resp: BackendResponse): void {
     const f = this.inFlight.get(resp.id);
     if (!f) return this.violation("unknown-id", `reply to request ${resp.id}, which is not in flight`);

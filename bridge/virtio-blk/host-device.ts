@@ -26,7 +26,7 @@ export function virtioBlkDevice(ctx: DeviceContext, capacitySectors: number): Ho
         },
         { borrow: true },
       );
-      frontEnd.attach({ send: (req) => ep.send(encodeBlockRequest(req)) });
+      frontEnd.attach({ send: (req) => ep.send(encodeBlockRequest(req)), poll: () => ep.poll() });
     },
     detachChannel() {
       endpoint?.close();

@@ -38,6 +38,8 @@ const HOLD_MS = 2000;
 /** Where frames from the guest go; send() returns false when the link is down or full. */
 export interface NetLink {
   send(frame: Uint8Array): boolean;
+  /** Takes the frames that wait on the link now (see BlockLink.poll). */
+  poll?(): void;
 }
 
 export function parseMac(mac: string): Uint8Array {
@@ -88,6 +90,9 @@ export class VirtioNetFrontEnd {
   onNotify(queue: number): void {
     if (queue === TX) this.onTransmit();
     else this.deliverBacklog();
+    // The guest is at work on its network: frames waiting on the link go in
+    // now rather than at the end of the slice of guest time.
+    this.link?.poll?.();
   }
 
   /** Connects (or reconnects) the net VM. */

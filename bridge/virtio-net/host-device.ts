@@ -30,7 +30,7 @@ export function virtioNetDevice(ctx: DeviceContext, mac: string): HostDevice {
           },
         ),
       );
-      frontEnd.attach({ send: (frame) => ep.send(encodeFrame(frame)) });
+      frontEnd.attach({ send: (frame) => ep.send(encodeFrame(frame)), poll: () => ep.poll() });
     },
     detachChannel: close,
     failPeer: close,

@@ -20,7 +20,13 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
     },
     (detail) => ctx.violation(`netback: ${detail}`),
   );
-  ctx.machine.claimDoorbellPort(NET_DOORBELL_PORT, () => backEnd.onDoorbell());
+  // netback rings when it has passed frames on, and looks at its ring again
+  // before it sleeps: frames from the app VM that wait on the channel go in
+  // now rather than at the end of the slice of guest time.
+  ctx.machine.claimDoorbellPort(NET_DOORBELL_PORT, () => {
+    backEnd.onDoorbell();
+    endpoint?.poll();
+  });
   return {
     name: "net",
     service: "net",
