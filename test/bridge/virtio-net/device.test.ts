@@ -4,28 +4,13 @@
 import { describe, expect, it } from "vitest";
 import { VirtioNetFrontEnd } from "../../../dist/bridge/virtio-net/device.js";
 import type { VirtioDevice, VirtioRequest } from "../../../dist/hypervisor/v86/adapter.js";
+import { FakeRequest } from "../fake-virtio.js";
 
-class Req implements VirtioRequest {
-  readonly writableBytes: number;
-  readonly readableBytes: number;
-  readonly written: number[] = [];
-  constructor(
-    private readonly bytes: Uint8Array,
-    writable: number,
-    readonly fault: string | null = null,
-  ) {
-    this.readableBytes = bytes.length;
-    this.writableBytes = writable;
+/** A virtio-net buffer: all of its writable bytes take the frame (no status byte). */
+class Req extends FakeRequest {
+  constructor(bytes: Uint8Array, writable: number, fault: string | null = null) {
+    super(bytes, writable, fault, false);
   }
-  read(dest: Uint8Array): number {
-    dest.set(this.bytes.subarray(0, dest.length));
-    return Math.min(dest.length, this.bytes.length);
-  }
-  write(src: Uint8Array): number {
-    this.written.push(...src);
-    return src.length;
-  }
-  writeLastByte(): void {}
 }
 
 class Device implements VirtioDevice {
