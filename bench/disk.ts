@@ -43,7 +43,6 @@ for (const [name, v] of [["--rounds", rounds], ["--mib", mib], ["--warmup", warm
   }
 }
 const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `bulkhead-bench-${p}-`));
 
 interface Workload {

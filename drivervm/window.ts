@@ -72,18 +72,13 @@ export class GuestWindow {
     }
   }
 
-  /** Copies data out of the window. */
+  /** Copies data out of the window (into a buffer of its own: callers read its `.buffer`). */
   copyOut(machine: Machine, offset: number, length: number): Uint8Array {
-    this.check(offset, length);
-    const mem = machine.memory();
     const out = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
-      const at = offset + done;
-      const inPage = Math.min(PAGE - (at % PAGE), length - done);
-      const phys = this.pfns[Math.floor(at / PAGE)] * PAGE + (at % PAGE);
-      out.set(mem.subarray(phys, phys + inPage), done);
-      done += inPage;
+    let at = 0;
+    for (const part of this.views(machine, offset, length)) {
+      out.set(part, at);
+      at += part.length;
     }
     return out;
   }

@@ -154,8 +154,10 @@ export class VirtioBlkFrontEnd {
   }
 
   private writeInFlight(sector: number, length: number): boolean {
+    // Runs for every acknowledged write: a plain loop, no array per call.
     const end = sector + length / SECTOR;
-    return [...this.inFlight.values()].some((o) => o.req.op === "write" && o.req.sector < end && o.req.sector + o.req.length / SECTOR > sector);
+    for (const o of this.inFlight.values()) if (o.req.op === "write" && o.req.sector < end && o.req.sector + o.req.length / SECTOR > sector) return true;
+    return false;
   }
 
   private takeId(): number {

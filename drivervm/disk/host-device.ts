@@ -10,13 +10,6 @@ import { DOORBELL_PORT, WINDOW } from "./guest-ring.js";
 import type { ImageFile } from "./image-file.js";
 import { windowLines } from "../window.js";
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) (out.set(p, at), (at += p.byteLength));
-  return out;
-}
-
 export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDevice {
   let endpoint: ChannelEndpoint | undefined;
   // Replies that found the channel full wait here, in order, with their own copy of the data.
@@ -34,7 +27,7 @@ export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDev
     (resp, dataParts) => {
       // Straight from the guest's window into the ring when the channel has room.
       if (outbox.length === 0 && endpoint?.send(encodeBlockResponse(resp, dataParts))) return;
-      if (dataParts) resp.data = concat(dataParts);
+      if (dataParts) resp.data = Buffer.concat(dataParts);
       outbox.push(resp);
       if (!retry) flushOutbox();
     },
