@@ -22,8 +22,25 @@ const { values: args } = parseArgs({
     rounds: { type: "string", default: "5" },
     "idle-seconds": { type: "string", default: "20" },
     json: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (args.help) {
+  process.stdout.write(
+    [
+      "usage: bulkhead bench boot [--rounds N] [--idle-seconds S] [--json]",
+      "   (or node dist/bench/boot.js with the same options)",
+      "",
+      "Per VM: cold boot, snapshot save, restore (new worker and spare), idle host CPU with and",
+      "without the idle clamp; then the warm start of all four VMs and their resident memory.",
+      "",
+      "  --rounds N          rounds per figure, medians reported (default 5; cold boots: at most 3)",
+      "  --idle-seconds S    length of each idle CPU window (default 20)",
+      "  --json              print the report as JSON",
+    ].join("\n") + "\n",
+  );
+  process.exit(0);
+}
 const rounds = Number(args.rounds);
 const idleSeconds = Number(args["idle-seconds"]);
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);

@@ -31,8 +31,27 @@ const { values: args } = parseArgs({
     mib: { type: "string", default: "32" },
     warmup: { type: "string", default: "30" },
     json: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (args.help) {
+  process.stdout.write(
+    [
+      "usage: bulkhead bench disk [--rounds N] [--mib M] [--warmup SECONDS] [--json]",
+      "   (or node dist/bench/disk.js with the same options)",
+      "",
+      "Block workloads side by side in one run: in the app VM through the disk VM, and in a baseline",
+      "VM with the same image attached as IDE. Sequential 64 KiB writes and reads, random 4 KiB reads,",
+      "one request at a time and four in flight. Prints medians, ratios and the work per request.",
+      "",
+      "  --rounds N          measured rounds per workload and side (default 3)",
+      "  --mib M             MiB per sequential run; random runs read M/4 MiB (default 32)",
+      "  --warmup SECONDS    run the workloads in turn on both sides for this long first (default 30)",
+      "  --json              print the report as JSON",
+    ].join("\n") + "\n",
+  );
+  process.exit(0);
+}
 const rounds = Number(args.rounds);
 const mib = Number(args.mib);
 const warmupSeconds = Number(args.warmup);

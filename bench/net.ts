@@ -4,7 +4,12 @@
 // straight into a wire of its own (same program, same settings). A
 // benchmark, not a test: it reports, it asserts nothing.
 //
-//   node dist/bench/net.js [--rounds N] [--mib M] [--requests R] [--json]
+//   node dist/bench/net.js [--rounds N] [--mib M] [--requests R] [--warmup SECONDS] [--json]
+//
+// v86 compiles hot guest code to wasm as it runs, and V8 then recompiles
+// that wasm on background threads: until both settle, a side runs slow and
+// the compilers take CPU from the VMs (docs/benchmarks.md). So both sides
+// first download the file in turn for --warmup seconds each.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -25,12 +30,39 @@ const { values: args } = parseArgs({
     rounds: { type: "string", default: "3" },
     mib: { type: "string", default: "24" },
     requests: { type: "string", default: "50" },
+    warmup: { type: "string", default: "30" },
     json: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (args.help) {
+  process.stdout.write(
+    [
+      "usage: bulkhead bench net [--rounds N] [--mib M] [--requests R] [--warmup SECONDS] [--json]",
+      "   (or node dist/bench/net.js with the same options)",
+      "",
+      "Downloads, small HTTP requests and pings, side by side in one run: in the app VM through the",
+      "net VM, and in a baseline VM whose NE2000 is on a wire of its own. Prints medians and ratios.",
+      "",
+      "  --rounds N          measured rounds per side (default 3)",
+      "  --mib M             size of the downloaded file in MiB (default 24)",
+      "  --requests R        small HTTP requests per round (default 50)",
+      "  --warmup SECONDS    download in turn on both sides for this long first (default 30)",
+      "  --json              print the report as JSON",
+    ].join("\n") + "\n",
+  );
+  process.exit(0);
+}
 const rounds = Number(args.rounds);
 const mib = Number(args.mib);
 const requests = Number(args.requests);
+const warmupSeconds = Number(args.warmup);
+for (const [name, v, min] of [["--rounds", rounds, 1], ["--mib", mib, 1], ["--requests", requests, 1], ["--warmup", warmupSeconds, 0]] as const) {
+  if (!Number.isFinite(v) || v < min) {
+    process.stderr.write(`bench: ${name} must be a number >= ${min}\n`);
+    process.exit(2);
+  }
+}
 const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const dir = mkdtempSync(join(tmpdir(), "bulkhead-bench-net-"));
@@ -110,6 +142,17 @@ for (const vm of [app, baseline]) {
   const sum = (await sh(vm, `wget -q -O - ${base}/file | sha256sum`)).split(" ")[0];
   if (sum !== fileSha) throw new Error(`${vm.role}: download checksum ${sum} != ${fileSha}`);
 }
+// Warm-up: both sides download in turn until each has spent --warmup seconds.
+const spent = { via: 0, direct: 0 };
+while (spent.via < warmupSeconds * 1000 || spent.direct < warmupSeconds * 1000) {
+  for (const [side, vm] of [["via", app], ["direct", baseline]] as const) {
+    if (spent[side] >= warmupSeconds * 1000) continue;
+    const t = performance.now();
+    await sh(vm, `wget -q -O /dev/null ${base}/file`);
+    spent[side] += performance.now() - t;
+  }
+  log(`warm-up: ${(spent.via / 1000).toFixed(0)} s via the net VM, ${(spent.direct / 1000).toFixed(0)} s direct (of ${warmupSeconds} s each)`);
+}
 const viaNetVm: Result[] = [];
 const direct: Result[] = [];
 for (let i = 0; i < rounds; i++) {
@@ -133,13 +176,13 @@ const pick = (rs: Result[]) => ({
 });
 const v = pick(viaNetVm);
 const d = pick(direct);
-const report = { date: new Date().toISOString(), rounds, mib, requests, viaNetVm: v, direct: d, ratio: v.mbps / d.mbps, rawRounds: { viaNetVm, direct }, net, baselineNic };
+const report = { date: new Date().toISOString(), rounds, mib, requests, warmupSeconds, viaNetVm: v, direct: d, ratio: v.mbps / d.mbps, rawRounds: { viaNetVm, direct }, net, baselineNic };
 if (args.json) process.stdout.write(JSON.stringify(report, null, 2) + "\n");
 else {
   const f = (x: number, n = 1) => x.toFixed(n);
   process.stdout.write(
     [
-      `Bulkhead network benchmark, ${report.date}: medians of ${rounds} rounds, ${mib} MiB download, ${requests} small HTTP requests, 10 pings`,
+      `Bulkhead network benchmark, ${report.date}: medians of ${rounds} rounds after a ${warmupSeconds} s warm-up per side, ${mib} MiB download, ${requests} small HTTP requests, 10 pings`,
       "",
       "                          via net VM    direct   ratio",
       `download MB/s             ${f(v.mbps, 2).padStart(10)} ${f(d.mbps, 2).padStart(9)}   ${f(report.ratio, 2)}`,

@@ -15,7 +15,9 @@ import { parseSize } from "../drivervm/disk/image-file.js";
 import { INJECTED_FAULTS, type InjectedFault } from "./control/protocol.js";
 import { formatCampaign, runCampaign } from "./faults/campaign.js";
 import type { HvEvent } from "./events.js";
+import { spawn } from "node:child_process";
 import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** "kind: detail (ms)", as `crash` and `events` print an event. */
 function describeEvent(e: HvEvent): string {
@@ -357,6 +359,23 @@ await yargs(hideBin(process.argv))
       } catch (err) {
         fail(err);
       }
+    },
+  )
+  .command(
+    "bench <which> [options..]",
+    "Run a benchmark: boot (boot, restore, idle CPU), disk (the disk path against a directly attached disk) or net (the network path against a directly attached NIC). Options after the name go to the benchmark; `bulkhead bench disk --help` lists them",
+    (y) =>
+      y
+        .positional("which", { choices: ["boot", "disk", "net"] as const, describe: "which benchmark" })
+        .positional("options", { type: "string", array: true, describe: "the benchmark's own options, e.g. --rounds 5" })
+        .strict(false)
+        .help(false),
+    (argv) => {
+      // The benchmarks are scripts of their own (bench/*.ts); run one with this Node and pass its options through.
+      const script = fileURLToPath(new URL(`../bench/${argv.which}.js`, import.meta.url));
+      const passed = process.argv.slice(process.argv.indexOf(argv.which as string) + 1);
+      const child = spawn(process.execPath, [script, ...passed], { stdio: "inherit" });
+      child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
     },
   )
   .demandCommand(1, "give a command; see --help")

@@ -52,6 +52,20 @@ describe("bulkhead CLI", () => {
     }
   });
 
+  it("`bench` runs a benchmark script with its own options, and refuses an unknown one", () => {
+    const dir = tempDir("cli");
+    const help = bulkhead(dir, "bench", "disk", "--help");
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^usage: bulkhead bench disk \[--rounds N\]/);
+    expect(help.stdout).toMatch(/--warmup SECONDS/);
+    const bad = bulkhead(dir, "bench", "net", "--rounds", "zero");
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--rounds must be a number >= 1/);
+    const unknown = bulkhead(dir, "bench", "tape");
+    expect(unknown.status).not.toBe(0);
+    expect(unknown.stderr).toMatch(/Choices: "boot", "disk", "net"/);
+  });
+
   it("says clearly when no setup is running", () => {
     const r = bulkhead(tempDir("cli"), "status");
     expect(r.status).toBe(1);
