@@ -341,12 +341,32 @@ function watchRxAck(model: Ne2kModel): Array<() => void> {
 
 const ENISR_RX = 0x01;
 
+/**
+ * Whether a frame fits in the NE2000's receive ring without touching frames
+ * the driver has not read. The driver keeps BNRY one page behind the next
+ * frame it will read, so the NIC may write from CURR up to, not into, BNRY:
+ * (BNRY - CURR) mod ring pages, and CURR == BNRY means full. v86's own check
+ * reads CURR == BNRY as empty and writes over unread frames; the driver then
+ * finds a bad next-page pointer and throws the whole ring away (rx_errors),
+ * and TCP stalls for a retransmission timeout. So we never hand v86 a frame
+ * its check would wrongly accept.
+ */
+export function ne2kRoom(ring: { curpg: number; boundary: number; pstart: number; pstop: number }): number {
+  const pages = ring.pstop - ring.pstart;
+  if (pages <= 0) return 0;
+  return (((ring.boundary - ring.curpg) % pages) + pages) % pages;
+}
+
+/** Pages a frame of `length` bytes takes in the ring, as v86 and the driver count them (header included). */
+export function ne2kPagesFor(length: number): number {
+  return 1 + ((Math.max(60, length) + 4) >> 8);
+}
+
 function ne2kCanReceive(n: Ne2kModel, length: number): boolean {
   if (n.cr & 1) return false;
-  const needed = 1 + ((Math.max(60, length) + 4) >> 8);
+  // A driver that never set BNRY (0) takes frames as v86 gives them.
   if (n.boundary === 0) return true;
-  const available = n.boundary > n.curpg ? n.boundary - n.curpg : n.pstop - n.curpg + n.boundary - n.pstart;
-  return available >= needed;
+  return ne2kRoom(n) >= ne2kPagesFor(length);
 }
 
 /** v86's NE2000 sits in PCI slot 5; it is built unless virtio-net is chosen. */
