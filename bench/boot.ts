@@ -6,7 +6,6 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { APP_VM } from "../guests/app.js";
 import { DRIVER_VMS } from "../drivervm/roles.js";
 import { Hypervisor, ROLES, type SetupRole } from "../hypervisor/hypervisor.js";
@@ -16,33 +15,21 @@ import { CapabilitySpace } from "../hypervisor/kernel/capability.js";
 import { DeviceManager } from "../hypervisor/devices/manager.js";
 import { VirtualMachine } from "../hypervisor/vm/vm.js";
 import { buildImages, type ImageSet } from "../images/build.js";
+import { benchOptions } from "./options.js";
 
-const { values: args } = parseArgs({
-  options: {
-    rounds: { type: "string", default: "5" },
-    "idle-seconds": { type: "string", default: "20" },
-    json: { type: "boolean", default: false },
-    help: { type: "boolean", short: "h", default: false },
+const args = benchOptions(
+  "boot",
+  [
+    "Per VM: cold boot, snapshot save, restore (new worker and spare), idle host CPU with and",
+    "without the idle clamp; then the warm start of all four VMs and their resident memory.",
+  ],
+  {
+    rounds: { default: 5, min: 1, value: "N", help: "rounds per figure, medians reported (cold boots: at most 3)" },
+    "idle-seconds": { default: 20, min: 1, value: "S", help: "length of each idle CPU window" },
   },
-});
-if (args.help) {
-  process.stdout.write(
-    [
-      "usage: bulkhead bench boot [--rounds N] [--idle-seconds S] [--json]",
-      "   (or node dist/bench/boot.js with the same options)",
-      "",
-      "Per VM: cold boot, snapshot save, restore (new worker and spare), idle host CPU with and",
-      "without the idle clamp; then the warm start of all four VMs and their resident memory.",
-      "",
-      "  --rounds N          rounds per figure, medians reported (default 5; cold boots: at most 3)",
-      "  --idle-seconds S    length of each idle CPU window (default 20)",
-      "  --json              print the report as JSON",
-    ].join("\n") + "\n",
-  );
-  process.exit(0);
-}
-const rounds = Number(args.rounds);
-const idleSeconds = Number(args["idle-seconds"]);
+);
+const rounds = args.rounds;
+const idleSeconds = args["idle-seconds"];
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
 const median = (xs: number[]) => {

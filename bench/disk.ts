@@ -16,7 +16,6 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { BASELINE_VM } from "../guests/baseline.js";
 import { Hypervisor } from "../hypervisor/hypervisor.js";
 import { SnapshotStore } from "../hypervisor/vm/snapshot.js";
@@ -24,43 +23,23 @@ import { VirtualMachine } from "../hypervisor/vm/vm.js";
 import { ensureImage } from "../drivervm/disk/image-file.js";
 import { buildImages } from "../images/build.js";
 import { cacheDir } from "../images/paths.js";
+import { benchOptions } from "./options.js";
 
-const { values: args } = parseArgs({
-  options: {
-    rounds: { type: "string", default: "3" },
-    mib: { type: "string", default: "32" },
-    warmup: { type: "string", default: "30" },
-    json: { type: "boolean", default: false },
-    help: { type: "boolean", short: "h", default: false },
+const args = benchOptions(
+  "disk",
+  [
+    "Block workloads side by side in one run: in the app VM through the disk VM, and in a baseline",
+    "VM with the same image attached as IDE. Sequential 64 KiB writes and reads, random 4 KiB reads,",
+    "one request at a time and four in flight. Prints medians, ratios and the work per request.",
+  ],
+  {
+    rounds: { default: 3, min: 1, value: "N", help: "measured rounds per workload and side" },
+    mib: { default: 32, min: 1, value: "M", help: "MiB per sequential run; random runs read M/4 MiB" },
+    warmup: { default: 30, min: 0, value: "SECONDS", help: "run the workloads in turn on both sides for this long first" },
   },
-});
-if (args.help) {
-  process.stdout.write(
-    [
-      "usage: bulkhead bench disk [--rounds N] [--mib M] [--warmup SECONDS] [--json]",
-      "   (or node dist/bench/disk.js with the same options)",
-      "",
-      "Block workloads side by side in one run: in the app VM through the disk VM, and in a baseline",
-      "VM with the same image attached as IDE. Sequential 64 KiB writes and reads, random 4 KiB reads,",
-      "one request at a time and four in flight. Prints medians, ratios and the work per request.",
-      "",
-      "  --rounds N          measured rounds per workload and side (default 3)",
-      "  --mib M             MiB per sequential run; random runs read M/4 MiB (default 32)",
-      "  --warmup SECONDS    run the workloads in turn on both sides for this long first (default 30)",
-      "  --json              print the report as JSON",
-    ].join("\n") + "\n",
-  );
-  process.exit(0);
-}
-const rounds = Number(args.rounds);
-const mib = Number(args.mib);
-const warmupSeconds = Number(args.warmup);
-for (const [name, v] of [["--rounds", rounds], ["--mib", mib], ["--warmup", warmupSeconds]] as const) {
-  if (!Number.isFinite(v) || v < (name === "--warmup" ? 0 : 1)) {
-    process.stderr.write(`bench: ${name} must be a number${name === "--warmup" ? " >= 0" : " >= 1"}\n`);
-    process.exit(2);
-  }
-}
+);
+const { rounds, mib } = args;
+const warmupSeconds = args.warmup;
 const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `bulkhead-bench-${p}-`));
 

@@ -16,7 +16,6 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { BASELINE_VM } from "../guests/baseline.js";
 import { Wire, WIRE_NET } from "../drivervm/net/wire.js";
 import { Hypervisor } from "../hypervisor/hypervisor.js";
@@ -24,45 +23,23 @@ import { SnapshotStore } from "../hypervisor/vm/snapshot.js";
 import { VirtualMachine } from "../hypervisor/vm/vm.js";
 import { buildImages } from "../images/build.js";
 import { cacheDir } from "../images/paths.js";
+import { benchOptions } from "./options.js";
 
-const { values: args } = parseArgs({
-  options: {
-    rounds: { type: "string", default: "3" },
-    mib: { type: "string", default: "24" },
-    requests: { type: "string", default: "50" },
-    warmup: { type: "string", default: "30" },
-    json: { type: "boolean", default: false },
-    help: { type: "boolean", short: "h", default: false },
+const args = benchOptions(
+  "net",
+  [
+    "Downloads, small HTTP requests and pings, side by side in one run: in the app VM through the",
+    "net VM, and in a baseline VM whose NE2000 is on a wire of its own. Prints medians and ratios.",
+  ],
+  {
+    rounds: { default: 3, min: 1, value: "N", help: "measured rounds per side" },
+    mib: { default: 24, min: 1, value: "M", help: "size of the downloaded file in MiB" },
+    requests: { default: 50, min: 1, value: "R", help: "small HTTP requests per round" },
+    warmup: { default: 30, min: 0, value: "SECONDS", help: "download in turn on both sides for this long first" },
   },
-});
-if (args.help) {
-  process.stdout.write(
-    [
-      "usage: bulkhead bench net [--rounds N] [--mib M] [--requests R] [--warmup SECONDS] [--json]",
-      "   (or node dist/bench/net.js with the same options)",
-      "",
-      "Downloads, small HTTP requests and pings, side by side in one run: in the app VM through the",
-      "net VM, and in a baseline VM whose NE2000 is on a wire of its own. Prints medians and ratios.",
-      "",
-      "  --rounds N          measured rounds per side (default 3)",
-      "  --mib M             size of the downloaded file in MiB (default 24)",
-      "  --requests R        small HTTP requests per round (default 50)",
-      "  --warmup SECONDS    download in turn on both sides for this long first (default 30)",
-      "  --json              print the report as JSON",
-    ].join("\n") + "\n",
-  );
-  process.exit(0);
-}
-const rounds = Number(args.rounds);
-const mib = Number(args.mib);
-const requests = Number(args.requests);
-const warmupSeconds = Number(args.warmup);
-for (const [name, v, min] of [["--rounds", rounds, 1], ["--mib", mib, 1], ["--requests", requests, 1], ["--warmup", warmupSeconds, 0]] as const) {
-  if (!Number.isFinite(v) || v < min) {
-    process.stderr.write(`bench: ${name} must be a number >= ${min}\n`);
-    process.exit(2);
-  }
-}
+);
+const { rounds, mib, requests } = args;
+const warmupSeconds = args.warmup;
 const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const dir = mkdtempSync(join(tmpdir(), "bulkhead-bench-net-"));

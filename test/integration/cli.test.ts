@@ -61,6 +61,7 @@ describe("bulkhead CLI", () => {
     const bad = bulkhead(dir, "bench", "net", "--rounds", "zero");
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--rounds must be a number >= 1/);
+    expect(bulkhead(dir, "bench", "boot", "--fast")).toMatchObject({ status: 2, stderr: expect.stringMatching(/^bench: Unknown option '--fast'/) });
     const unknown = bulkhead(dir, "bench", "tape");
     expect(unknown.status).not.toBe(0);
     expect(unknown.stderr).toMatch(/Choices: "boot", "disk", "net"/);
