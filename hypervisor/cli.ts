@@ -373,7 +373,8 @@ await yargs(hideBin(process.argv))
     (argv) => {
       // The benchmarks are scripts of their own (bench/*.ts); run one with this Node and pass its options through.
       const script = fileURLToPath(new URL(`../bench/${argv.which}.js`, import.meta.url));
-      const passed = process.argv.slice(process.argv.indexOf(argv.which as string) + 1);
+      const args = hideBin(process.argv);
+      const passed = args.slice(args.indexOf("bench") + 2);
       const child = spawn(process.execPath, [script, ...passed], { stdio: "inherit" });
       child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
     },
