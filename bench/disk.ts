@@ -24,6 +24,7 @@ import { ensureImage } from "../drivervm/disk/image-file.js";
 import { buildImages } from "../images/build.js";
 import { cacheDir } from "../images/paths.js";
 import { benchOptions } from "./options.js";
+import { warmUp } from "./warm-up.js";
 
 const args = benchOptions(
   "disk",
@@ -107,18 +108,11 @@ await baseline.start();
 
 const via = [app, diskVm];
 const alone = [baseline];
-// Warm-up: both sides run the workloads in turn until each has run for --warmup seconds.
-const spent = { via: 0, direct: 0 };
-for (let i = 0; spent.via < warmupSeconds * 1000 || spent.direct < warmupSeconds * 1000; i++) {
-  const w = WORKLOADS[i % WORKLOADS.length];
-  for (const [side, vms, device] of [["via", via, "/dev/vda"], ["direct", alone, "/dev/sda"]] as const) {
-    if (spent[side] >= warmupSeconds * 1000) continue;
-    const t = performance.now();
-    await run([...vms], device, w);
-    spent[side] += performance.now() - t;
-  }
-  log(`warm-up: ${(spent.via / 1000).toFixed(0)} s via the disk VM, ${(spent.direct / 1000).toFixed(0)} s direct (of ${warmupSeconds} s each)`);
-}
+await warmUp(
+  warmupSeconds,
+  { via: (i) => run(via, "/dev/vda", WORKLOADS[i % WORKLOADS.length]), direct: (i) => run(alone, "/dev/sda", WORKLOADS[i % WORKLOADS.length]) },
+  (spent) => log(`warm-up: ${spent.via.toFixed(0)} s via the disk VM, ${spent.direct.toFixed(0)} s direct (of ${warmupSeconds} s each)`),
+);
 
 const rows: Array<{ workload: string; viaDiskVm: Result; direct: Result; ratioMbps: number; ratioIops: number }> = [];
 const statusBefore = (await hv.status()).disk;

@@ -6,10 +6,8 @@
 //
 //   node dist/bench/net.js [--rounds N] [--mib M] [--requests R] [--warmup SECONDS] [--json]
 //
-// v86 compiles hot guest code to wasm as it runs, and V8 then recompiles
-// that wasm on background threads: until both settle, a side runs slow and
-// the compilers take CPU from the VMs (docs/benchmarks.md). So both sides
-// first download the file in turn for --warmup seconds each.
+// Both sides first download the file in turn for --warmup seconds each
+// (bench/warm-up.ts says why).
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -24,6 +22,7 @@ import { VirtualMachine } from "../hypervisor/vm/vm.js";
 import { buildImages } from "../images/build.js";
 import { cacheDir } from "../images/paths.js";
 import { benchOptions } from "./options.js";
+import { warmUp } from "./warm-up.js";
 
 const args = benchOptions(
   "net",
@@ -119,17 +118,11 @@ for (const vm of [app, baseline]) {
   const sum = (await sh(vm, `wget -q -O - ${base}/file | sha256sum`)).split(" ")[0];
   if (sum !== fileSha) throw new Error(`${vm.role}: download checksum ${sum} != ${fileSha}`);
 }
-// Warm-up: both sides download in turn until each has spent --warmup seconds.
-const spent = { via: 0, direct: 0 };
-while (spent.via < warmupSeconds * 1000 || spent.direct < warmupSeconds * 1000) {
-  for (const [side, vm] of [["via", app], ["direct", baseline]] as const) {
-    if (spent[side] >= warmupSeconds * 1000) continue;
-    const t = performance.now();
-    await sh(vm, `wget -q -O /dev/null ${base}/file`);
-    spent[side] += performance.now() - t;
-  }
-  log(`warm-up: ${(spent.via / 1000).toFixed(0)} s via the net VM, ${(spent.direct / 1000).toFixed(0)} s direct (of ${warmupSeconds} s each)`);
-}
+await warmUp(
+  warmupSeconds,
+  { via: () => sh(app, `wget -q -O /dev/null ${base}/file`), direct: () => sh(baseline, `wget -q -O /dev/null ${base}/file`) },
+  (spent) => log(`warm-up: ${spent.via.toFixed(0)} s via the net VM, ${spent.direct.toFixed(0)} s direct (of ${warmupSeconds} s each)`),
+);
 const viaNetVm: Result[] = [];
 const direct: Result[] = [];
 for (let i = 0; i < rounds; i++) {
