@@ -4,6 +4,7 @@
 // different v86 fails here with a clear message instead of misbehaving later.
 import { createRequire } from "node:module";
 import { V86, type V86Options } from "v86";
+import { popChain, pushUsed, type DescriptorChain, type GuestRam, type QueueRegisters } from "../../bridge/virtio/virtqueue.js";
 
 export const PINNED_V86_VERSION = "0.5.462";
 
@@ -53,6 +54,8 @@ interface Cpu {
   reboot_internal: () => void;
   /** Writes guest memory and invalidates JIT code compiled from it. */
   write_blob: (blob: Uint8Array, address: number) => void;
+  /** Invalidates JIT code compiled from guest memory [start, end) (a device wrote it). */
+  jit_dirty_cache: (start: number, end: number) => void;
   /** Control registers; cr[3] is the page directory's physical address. */
   cr: { [index: number]: number };
   /** Guest instructions executed, modulo 2^32 (a proxy over wasm memory, like mem8). */
@@ -79,6 +82,7 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
   ["emulator.v86.cpu.wasm_memory", (c) => c.cpu?.wasm_memory instanceof WebAssembly.Memory],
   ["emulator.v86.cpu.reboot_internal (function)", (c) => typeof c.cpu?.reboot_internal === "function"],
   ["emulator.v86.cpu.write_blob (function)", (c) => typeof c.cpu?.write_blob === "function"],
+  ["emulator.v86.cpu.jit_dirty_cache (function)", (c) => typeof c.cpu?.jit_dirty_cache === "function"],
   ["emulator.v86.cpu.io.register_write (function)", (c) => typeof c.cpu?.io?.register_write === "function"],
   ["emulator.v86.cpu.cr (control registers)", (c) => typeof c.cpu?.cr?.[3] === "number"],
   ["emulator.v86.cpu.instruction_counter (a 32-bit counter view)", (c) => typeof c.cpu?.instruction_counter?.[0] === "number"],
@@ -306,11 +310,6 @@ export interface Nic {
 }
 
 /**
- * Room in the NE2000's receive ring, computed as v86's ne2k.js receive()
- * does: a frame takes 1 + (max(60, length) + 4) / 256 pages, and
- * boundary == curpg means empty. A stopped NIC (CR bit 0) takes nothing.
- */
-/**
  * The guest takes frames out of the receive ring and then acknowledges the
  * receive interrupt (it clears ISR bit 0); v86 tells no one. Turning the
  * model's `isr` field into an accessor lets the host deliver the next frames
@@ -481,10 +480,21 @@ function wake(c: V86Core): void {
   if (c.idle && c.running) c.next_tick(0);
 }
 
-/** The guest's physical memory as a fresh view (mem8 is a proxy: read its place once). */
+const memoryViews = new WeakMap<Cpu, Uint8Array>();
+/**
+ * The guest's physical memory as a view of our own. v86's mem8 is a proxy
+ * that builds a new typed array on every property read, so the view is made
+ * once and kept while the wasm memory's buffer stays the same one (a grown
+ * memory gets a new buffer, and the view is made again).
+ */
 function guestMemory(cpu: Cpu): Uint8Array {
+  const buffer = cpu.wasm_memory.buffer;
+  const cached = memoryViews.get(cpu);
+  if (cached && cached.buffer === buffer) return cached;
   const { byteOffset, length } = cpu.mem8;
-  return new Uint8Array(cpu.wasm_memory.buffer, byteOffset, length);
+  const view = new Uint8Array(buffer, byteOffset, length);
+  memoryViews.set(cpu, view);
+  return view;
 }
 
 function wrap(emulator: V86, removeSlots: number[], slices: Array<(asleep: boolean) => void>): Machine {
@@ -592,33 +602,22 @@ function wrap(emulator: V86, removeSlots: number[], slices: Array<(asleep: boole
 // would touch memory with them: a bad address must never throw in the
 // device model or reach memory outside the request's own buffers.
 
-interface V86Descriptor {
-  addr_low: number;
-  addr_high: number;
-  len: number;
-  flags: number;
-}
-interface V86BufferChain {
-  head_idx: number;
-  read_buffers: V86Descriptor[];
-  write_buffers: V86Descriptor[];
-  length_readable: number;
-  length_writable: number;
-  length_written: number;
-  get_next_blob(dest: Uint8Array): number;
-  set_next_blob(src: Uint8Array): number;
-}
+// v86's queue object: we use its registers (set by the driver through the
+// common configuration) and keep its avail index, which its snapshots save.
 interface V86Queue {
   size: number;
   enabled: boolean;
-  is_configured(): boolean | number;
+  desc_addr: number;
+  avail_addr: number;
+  used_addr: number;
+  avail_last_idx: number;
+  /** Set by set_state for a state from an older v86; count_requests() fixes the index. */
+  fix_wrapping?: boolean;
   count_requests(): number;
-  pop_request(): V86BufferChain;
-  push_reply(chain: V86BufferChain): void;
-  flush_replies(): void;
 }
 interface V86VirtIO {
   queues: V86Queue[];
+  raise_irq(type: number): void;
   get_state(): unknown;
   set_state(state: unknown): void;
   reset(): void;
@@ -673,15 +672,36 @@ export interface VirtioDevice {
 }
 
 const VIRTIO_F_VERSION_1 = 32;
-const chains = new WeakMap<VirtioRequest, V86BufferChain>();
+/** isr_status bit: a used ring changed. */
+const VIRTIO_ISR_QUEUE = 1;
+const chains = new WeakMap<VirtioRequest, DescriptorChain>();
 
-function checkChain(chain: V86BufferChain, memBytes: number): string | null {
-  for (const d of [...chain.read_buffers, ...chain.write_buffers]) {
-    if (d.addr_high !== 0) return `buffer above 4 GiB (0x${(d.addr_high >>> 0).toString(16)}:${(d.addr_low >>> 0).toString(16)})`;
-    const start = d.addr_low >>> 0;
-    if (start + d.len > memBytes) return `buffer 0x${start.toString(16)}+${d.len} outside guest memory`;
+/** v86's queue registers as the virtqueue code reads them, live. */
+function queueRegisters(vq: V86Queue): QueueRegisters {
+  for (const field of ["size", "desc_addr", "avail_addr", "used_addr", "avail_last_idx"] as const) {
+    if (typeof vq[field] !== "number") throw new V86AdapterError(`v86 ${installedV86Version()}: virtqueue has no numeric ${field} (pinned ${PINNED_V86_VERSION})`);
   }
-  return null;
+  return {
+    get size() {
+      return vq.size;
+    },
+    get desc() {
+      return vq.desc_addr >>> 0;
+    },
+    get avail() {
+      return vq.avail_addr >>> 0;
+    },
+    get used() {
+      return vq.used_addr >>> 0;
+    },
+    get lastAvail() {
+      if (vq.fix_wrapping) vq.count_requests();
+      return vq.avail_last_idx;
+    },
+    set lastAvail(v: number) {
+      vq.avail_last_idx = v;
+    },
+  };
 }
 
 /** Adds a virtio PCI device to a machine that has not run yet. */
@@ -711,44 +731,37 @@ export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): Virti
       struct: spec.config.map((f) => ({ bytes: f.bytes, name: f.name, read: f.read, write: () => {} })),
     },
   });
-  const memBytes = () => c.cpu.mem8.length;
+  const ram: GuestRam = {
+    bytes: () => guestMemory(c.cpu),
+    written: (start, end) => c.cpu.jit_dirty_cache(start, end),
+  };
+  const registers = virtio.queues.map(queueRegisters);
   const queue = (q: number): V86Queue | undefined => virtio.queues[q];
   const ready = (q: number) => {
     const vq = queue(q);
-    return !!vq && vq.enabled && !!vq.is_configured();
+    return !!vq && vq.enabled && !!vq.desc_addr && !!vq.avail_addr && !!vq.used_addr;
   };
   return {
     queueReady: ready,
     pop(q) {
-      const vq = queue(q);
-      if (!vq || !ready(q)) return undefined;
-      const pending = vq.count_requests();
-      // A guest that claims more requests than the queue holds has a broken ring.
-      if (pending === 0 || pending > vq.size) return undefined;
-      const chain = vq.pop_request();
-      const fault = checkChain(chain, memBytes());
+      if (!ready(q)) return undefined;
+      const chain = popChain(ram, registers[q]!);
+      if (!chain) return undefined;
       const req: VirtioRequest = {
-        readableBytes: chain.length_readable,
-        writableBytes: chain.length_writable,
-        fault,
-        read: (dest) => (fault ? 0 : chain.get_next_blob(dest)),
-        write: (src) => (fault ? 0 : chain.set_next_blob(src)),
-        writeLastByte(value) {
-          const last = chain.write_buffers[chain.write_buffers.length - 1];
-          if (fault || !last || last.len < 1) return;
-          c.cpu.write_blob(Uint8Array.of(value & 0xff), (last.addr_low >>> 0) + last.len - 1);
-          chain.length_written += 1;
-        },
+        readableBytes: chain.readableBytes,
+        writableBytes: chain.writableBytes,
+        fault: chain.fault,
+        read: (dest) => chain.read(dest),
+        write: (src) => chain.write(src),
+        writeLastByte: (value) => chain.writeLastByte(value),
       };
       chains.set(req, chain);
       return req;
     },
     complete(q, request) {
-      const vq = queue(q);
       const chain = chains.get(request);
-      if (!vq || !chain || !ready(q)) return;
-      vq.push_reply(chain);
-      vq.flush_replies();
+      if (!chain || !ready(q)) return;
+      if (pushUsed(ram, registers[q]!, [chain])) virtio.raise_irq(VIRTIO_ISR_QUEUE);
       wake(c);
     },
     // v86's VirtIO state holds typed arrays and its queue objects: make it plain JSON.
