@@ -11,8 +11,11 @@
 // the workloads in turn for --warmup seconds each, and then every workload
 // once more before its measured rounds. Beside MB/s and IOPS, each row
 // reports the guest instructions per request in every VM (v86's counter:
-// guest work that host noise does not move) and each VM's worker busy time
-// per request, which together say where a request's time goes.
+// guest work that host noise does not move) and each VM's worker CPU time
+// per request (the thread's time on a core, from Linux's schedstat), which
+// together say where a request's time goes. The path's two workers together
+// against the baseline's one give a ceiling: with two cores, the path can
+// serve at most 2 x (direct CPU / path CPU) of the baseline's rate.
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -61,8 +64,12 @@ for (const inflight of [1, 4]) {
 interface Result {
   mbps: number;
   iops: number;
-  /** Per VM that served the request (the one that ran blkbench first): guest instructions and worker busy microseconds per request. */
-  perRequest: Array<{ role: string; instructions: number; busyUs: number }>;
+  /**
+   * Per VM that served the request (the one that ran blkbench first), per
+   * request: guest instructions, the worker's CPU microseconds, and its
+   * event loop's busy microseconds (CPU plus time spent waiting for a core).
+   */
+  perRequest: Array<{ role: string; instructions: number; cpuUs: number; busyUs: number }>;
 }
 
 /** Runs a workload in `runner`, counting the work of every VM in `vms` (the runner first). */
@@ -80,6 +87,7 @@ async function run(vms: VirtualMachine[], device: string, w: Workload): Promise<
     perRequest: vms.map((vm, i) => ({
       role: vm.role,
       instructions: (after[i].instructions - before[i].instructions) / j.requests,
+      cpuUs: (1000 * (after[i].cpuMs - before[i].cpuMs)) / j.requests,
       busyUs: (1000 * (after[i].busyMs - before[i].busyMs)) / j.requests,
     })),
   };
@@ -163,11 +171,13 @@ else {
           `${r.workload.padEnd(20)} ${f(r.viaDiskVm.mbps).padStart(16)} ${f(r.viaDiskVm.iops, 0).padStart(6)}  ${f(r.direct.mbps).padStart(11)} ${f(r.direct.iops, 0).padStart(6)}  ${f(r.ratioMbps, 2).padStart(5)}`,
       ),
       "",
-      "per request (same median rounds): guest instructions / worker busy microseconds",
-      "workload             app VM           disk VM          direct (baseline VM)",
+      "per request (same median rounds): guest instructions / worker CPU microseconds",
+      "workload             app VM           disk VM          direct (baseline VM)  path CPU / direct  2-core ceiling",
       ...rows.map((r) => {
-        const cell = (x: { instructions: number; busyUs: number }) => `${f(x.instructions / 1000, 1)}k / ${f(x.busyUs, 0)} us`.padEnd(17);
-        return `${r.workload.padEnd(20)} ${cell(r.viaDiskVm.perRequest[0])}${cell(r.viaDiskVm.perRequest[1])}${cell(r.direct.perRequest[0])}`;
+        const cell = (x: { instructions: number; cpuUs: number }) => `${f(x.instructions / 1000, 1)}k / ${f(x.cpuUs, 0)} us`.padEnd(17);
+        const [a, d] = r.viaDiskVm.perRequest;
+        const cpuRatio = (a.cpuUs + d.cpuUs) / r.direct.perRequest[0].cpuUs;
+        return `${r.workload.padEnd(20)} ${cell(a)}${cell(d)}${cell(r.direct.perRequest[0]).padEnd(22)}${f(cpuRatio, 2).padStart(17)}  ${f(2 / cpuRatio, 2).padStart(14)}`;
       }),
       "",
       `mean host round trip of a request (front end -> disk VM -> front end): ${f(report.latency.frontEndRoundTripMs, 3)} ms`,

@@ -74,8 +74,12 @@ interface Result {
   mbps: number;
   requestMs: number;
   pingMs: number;
-  /** During the download, per MB: each VM's guest instructions (millions) and worker busy milliseconds (the VM that downloads first). */
-  perMB: Array<{ role: string; minstructions: number; busyMs: number }>;
+  /**
+   * During the download, per MB: each VM's guest instructions (millions),
+   * its worker's CPU milliseconds and event-loop busy milliseconds (CPU plus
+   * time waiting for a core); the VM that downloads first.
+   */
+  perMB: Array<{ role: string; minstructions: number; cpuMs: number; busyMs: number }>;
 }
 
 /** Runs the transfers in vms[0], counting the work of every VM in `vms` during the download. */
@@ -88,6 +92,7 @@ async function measure(vms: VirtualMachine[]): Promise<Result> {
   const perMB = vms.map((v, i) => ({
     role: v.role,
     minstructions: (after[i].instructions - before[i].instructions) / 1e6 / mb,
+    cpuMs: (after[i].cpuMs - before[i].cpuMs) / mb,
     busyMs: (after[i].busyMs - before[i].busyMs) / mb,
   }));
   const r = await guestSeconds(vm, `i=0; while [ $i -lt ${requests} ]; do wget -q -O /dev/null ${base}/small; i=$((i+1)); done`);
@@ -159,9 +164,9 @@ else {
       `small request ms         ${f(v.requestMs, 1).padStart(11)} ${f(d.requestMs, 1).padStart(9)}   ${f(v.requestMs / d.requestMs, 2)}`,
       `ping to the gateway ms   ${f(v.pingMs, 2).padStart(11)} ${f(d.pingMs, 2).padStart(9)}   ${f(v.pingMs / d.pingMs, 2)}`,
       "",
-      "work per MB downloaded (median download): guest instructions / worker busy time",
+      "work per MB downloaded (median download): guest instructions / worker CPU time / worker busy time",
       ...[...v.perMB.map((w) => ({ ...w, role: `${w.role} VM` })), { ...d.perMB[0], role: "baseline VM (direct)" }].map(
-        (w) => `  ${w.role.padEnd(22)} ${f(w.minstructions, 1).padStart(6)} M / ${f(w.busyMs, 0).padStart(4)} ms`,
+        (w) => `  ${w.role.padEnd(22)} ${f(w.minstructions, 1).padStart(6)} M / ${f(w.cpuMs, 0).padStart(4)} ms / ${f(w.busyMs, 0).padStart(4)} ms`,
       ),
       "",
       `drops on the path: front end ${JSON.stringify(net?.frontEnd?.drops ?? {})}, back end ${JSON.stringify(net?.backEnd?.drops ?? {})}, NIC ${JSON.stringify(net?.nic?.drops ?? {})}`,

@@ -85,7 +85,11 @@ struct job {
 static void worker(const struct job *j, unsigned char *buf)
 {
 	uint64_t state = seed_state(j->seed);
+	const char *gap = getenv("BLKBENCH_GAP_US");
+	unsigned gap_us = gap ? (unsigned)atoi(gap) : 0;
 	for (uint64_t i = 0; i < j->requests; i++) {
+		if (gap_us)
+			usleep(gap_us);
 		uint64_t off = j->random ? (xorshift64(&state) % j->dev_blocks) * j->block
 					 : j->first + i * j->block;
 		ssize_t n;

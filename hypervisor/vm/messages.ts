@@ -77,5 +77,5 @@ export type FromWorker =
   | { type: "flipped"; flips: Array<{ virtual: number; physical: number; bit: number }>; error?: string }
   | { type: "device-status"; devices: Record<string, unknown> }
   /** Guest instructions executed since this worker's machine started, and the worker's busy time. */
-  | { type: "cpu-status"; instructions: number; busyMs: number }
+  | { type: "cpu-status"; instructions: number; busyMs: number; cpuMs: number }
   | { type: "stopped" };

@@ -638,10 +638,17 @@ export class VirtualMachine extends EventEmitter {
    * its start (again when the VM is restored into a new worker):
    * `instructions`, the guest instructions executed, is a measure of guest
    * work that host noise does not move; `busyMs` is the time the worker's
-   * event loop was busy (v86 and our devices), the rest it slept.
+   * event loop was busy (v86 and our devices), the rest it slept; `cpuMs`
+   * is the worker thread's time on a CPU (NaN where Linux's schedstat is
+   * missing), which leaves out the time it was busy but waiting for a core.
    */
-  cpuStatus(timeoutMs = 1000): Promise<{ instructions: number; busyMs: number }> {
-    return this.askWorker({ type: "cpu-status" }, (msg) => (msg.type === "cpu-status" ? { instructions: msg.instructions, busyMs: msg.busyMs } : undefined), "cpu status", timeoutMs);
+  cpuStatus(timeoutMs = 1000): Promise<{ instructions: number; busyMs: number; cpuMs: number }> {
+    return this.askWorker(
+      { type: "cpu-status" },
+      (msg) => (msg.type === "cpu-status" ? { instructions: msg.instructions, busyMs: msg.busyMs, cpuMs: msg.cpuMs } : undefined),
+      "cpu status",
+      timeoutMs,
+    );
   }
 
   /** Sends a question to the worker and resolves with the first reply `pick` accepts. */
