@@ -13,6 +13,7 @@ export const HELPERS: Record<string, string> = {
   netback: "drivervm/net/netback.c",
   blkbench: "bench/guest/blkbench.c",
   faultload: "guests/faultload.c",
+  badvirtio: "guests/badvirtio.c",
 };
 
 export const CFLAGS = ["-m32", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror"];

@@ -95,6 +95,32 @@ describe("the disk path", () => {
     expect(await sh("app", "dd if=/dev/vda bs=4k count=16 iflag=direct 2>/dev/null | wc -c")).toBe("65536\n");
   });
 
+  it("answers malformed virtio requests from the app VM's own driver with an error, touching nothing, and serves again", async () => {
+    const dev = "0000:00:0d.0"; // VIRTIO_BLK_SLOT
+    const before = (await hv.status()).disk!.frontEnd!;
+    // badvirtio plays the driver: the stock one is unbound first and bound again after.
+    const out = await sh(
+      "app",
+      `echo ${dev} > /sys/bus/pci/drivers/virtio-pci/unbind && badvirtio ${dev}; s=$?; echo ${dev} > /sys/bus/pci/drivers/virtio-pci/bind; exit $s`,
+    );
+    const cases = Object.fromEntries([...out.matchAll(/^case (\S+) (.*)$/gm)].map((m) => [m[1], m[2]]));
+    // Status bytes: 0 OK, 1 IOERR, 2 UNSUPP; 255 is what badvirtio put there (the device never wrote it).
+    expect(cases).toEqual({
+      "good-read": "used 0 len 513 status 0 data written",
+      "past-the-end": "used 0 len 1 status 1 data untouched",
+      "unaligned-length": "used 0 len 1 status 1 data untouched",
+      "unknown-type": "used 0 len 1 status 2 data untouched",
+      // A chain the device cannot use comes back with nothing written, not even the status byte.
+      "outside-ram": "used 0 len 0 status 255 data untouched",
+      "looping-chain": "used 3 len 0 status 255 data untouched",
+    });
+    const after = (await hv.status()).disk!.frontEnd!;
+    const delta = (code: string) => ((after.refused as Record<string, number>)[code] ?? 0) - ((before.refused as Record<string, number>)[code] ?? 0);
+    expect(["out-of-range", "unaligned", "unsupported", "bad-chain"].map(delta)).toEqual([1, 1, 1, 2]);
+    // The stock driver is back, and so is the disk.
+    expect(await sh("app", "for i in $(seq 1 50); do [ -b /dev/vda ] && break; sleep 0.1; done; dd if=/dev/vda bs=64k count=16 iflag=direct 2>/dev/null | wc -c")).toBe("1048576\n");
+  });
+
   it("survives garbage and a flood on the disk VM's control line", async () => {
     // Random bytes (with stray doorbells) and a burst of fake replies.
     await sh("disk", "head -c 20000 /dev/urandom > /dev/ttyS1; for i in $(seq 1 300); do echo 'BH1 pong 99999'; done > /dev/ttyS1");
