@@ -89,10 +89,12 @@ export class BlockBackEnd {
     const w = this.window;
     if (!w) return;
     let kick = false;
-    // blkback reads req_prod again after every request, so it needs a
-    // doorbell only if it had caught up (and may be asleep): an interrupt
-    // and a wake-up in the guest saved per request while it is busy.
-    const caughtUp = () => w.readU32(this.machine, RING.OFF_REQ_CONS) === this.reqProd;
+    // blkback reads req_prod again after every request, and for a while
+    // after the last one before it sleeps, so it needs a doorbell only if it
+    // had caught up and stopped looking (it may be asleep): an interrupt and
+    // a wake-up in the guest saved per request while it is busy. A helper
+    // that claims to look forever only goes slower: the watchdog rings anyway.
+    const caughtUp = () => w.readU32(this.machine, RING.OFF_REQ_CONS) === this.reqProd && w.readU32(this.machine, RING.OFF_SPINNING) === 0;
     while (this.pending.length > 0 && this.ring.length < RING.SLOTS) {
       if (!kick && caughtUp()) kick = true;
       const req = this.pending[0];

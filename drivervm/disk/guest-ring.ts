@@ -16,6 +16,8 @@ export const RING = {
   OFF_REQ_CONS: 8, // guest writes
   OFF_RESP_PROD: 12, // guest writes
   OFF_RESP_CONS: 16, // host writes
+  /** guest writes: 1 while blkback looks for work without sleeping (no doorbell needed). */
+  OFF_SPINNING: 20,
   REQ_BASE: 64,
   REQ_SIZE: 32,
   RESP_BASE: 576,

@@ -68,6 +68,21 @@ describe("BlockBackEnd (disk VM side)", () => {
     expect(replies).toEqual([{ id: 5, op: "write", ok: true, length: 1024 }]);
   });
 
+  it("rings blkback only when it has caught up and stopped looking for work", () => {
+    const { machine, w, be, answer, kicks } = setup();
+    // blkback caught up (req_cons == req_prod) but still looks at the ring: no doorbell.
+    w.writeU32(machine, RING.OFF_SPINNING, 1);
+    be.submit({ id: 1, op: "read", sector: 0, length: 512 });
+    expect(kicks()).toBe(0);
+    // It took the request (req_cons moves on), answered, and stopped looking.
+    w.writeU32(machine, RING.OFF_REQ_CONS, 1);
+    answer(0);
+    w.writeU32(machine, RING.OFF_SPINNING, 0);
+    be.onKick();
+    be.submit({ id: 2, op: "read", sector: 0, length: 512 });
+    expect(kicks()).toBe(1);
+  });
+
   it("copies a read's data out of the window", () => {
     const { machine, w, be, replies, answer } = setup();
     be.submit({ id: 1, op: "read", sector: 0, length: 512 });
