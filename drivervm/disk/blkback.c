@@ -216,6 +216,9 @@ static uint64_t now_us(void)
  * a time, the next one comes some 0.4-0.7 ms after our reply.
  */
 #define SPIN_US 1000
+/* A bound that does not trust the clock (a VM restored from a snapshot taken
+ * mid-look may see its monotonic clock jump): a look takes a few us. */
+#define SPIN_MAX_LOOKS 2000
 
 /* Looks for the next request for up to SPIN_US. Each outb lets the host
  * look at its channel and fill the ring; while OFF_SPINNING is set it need
@@ -223,13 +226,13 @@ static uint64_t now_us(void)
 static int spin_for_request(void)
 {
 	uint64_t until = now_us() + SPIN_US;
-	int found;
+	int found, looks = 0;
 	__atomic_store_n(ring_u32(OFF_SPINNING), 1, __ATOMIC_RELEASE);
 	do {
 		found = __atomic_load_n(ring_u32(OFF_REQ_PROD), __ATOMIC_ACQUIRE) != req_cons;
 		if (!found)
 			outb(1, DOORBELL_PORT);
-	} while (!found && now_us() < until);
+	} while (!found && ++looks < SPIN_MAX_LOOKS && now_us() < until);
 	__atomic_store_n(ring_u32(OFF_SPINNING), 0, __ATOMIC_RELEASE);
 	/* A request put in after our last look rang us: the wait sees it. */
 	return found || __atomic_load_n(ring_u32(OFF_REQ_PROD), __ATOMIC_ACQUIRE) != req_cons;
