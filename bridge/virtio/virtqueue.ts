@@ -59,58 +59,64 @@ function put32(m: Uint8Array, at: number, v: number): void {
   m[at + 3] = (v >>> 24) & 0xff;
 }
 
+/** A place in a list of segments, moved forward as bytes are copied. */
+class Cursor {
+  private seg = 0;
+  private off = 0;
+
+  constructor(private readonly segments: readonly Segment[]) {}
+
+  /** Visits the next stretches of guest RAM, `bytes` at most in all, in order; returns how many bytes. */
+  advance(bytes: number, visit: (addr: number, n: number, done: number) => void): number {
+    let done = 0;
+    while (done < bytes && this.seg < this.segments.length) {
+      const s = this.segments[this.seg]!;
+      const n = Math.min(s.len - this.off, bytes - done);
+      visit(s.addr + this.off, n, done);
+      done += n;
+      this.off += n;
+      if (this.off === s.len) this.seg++, (this.off = 0);
+    }
+    return done;
+  }
+}
+
 /** A request of the driver: its descriptor chain, read once and checked. */
 export class DescriptorChain {
   readonly readableBytes: number;
   readonly writableBytes: number;
   /** Bytes the device wrote, reported in the used ring. */
   written = 0;
-  private readCursor = { seg: 0, off: 0 };
-  private writeCursor = { seg: 0, off: 0 };
+  private readonly reader: Cursor;
+  private readonly writer: Cursor;
 
   constructor(
     private readonly ram: GuestRam,
     readonly head: number,
-    private readonly readable: Segment[],
+    readable: Segment[],
     private readonly writable: Segment[],
     /** Why the chain is unusable, or null. */
     readonly fault: string | null,
   ) {
     this.readableBytes = readable.reduce((n, s) => n + s.len, 0);
     this.writableBytes = writable.reduce((n, s) => n + s.len, 0);
+    this.reader = new Cursor(readable);
+    this.writer = new Cursor(writable);
   }
 
   /** Reads the next bytes the driver gave us, in order; returns how many. */
   read(dest: Uint8Array): number {
     const m = this.ram.bytes();
-    const c = this.readCursor;
-    let done = 0;
-    while (done < dest.length && c.seg < this.readable.length) {
-      const s = this.readable[c.seg]!;
-      const n = Math.min(s.len - c.off, dest.length - done);
-      dest.set(m.subarray(s.addr + c.off, s.addr + c.off + n), done);
-      done += n;
-      c.off += n;
-      if (c.off === s.len) c.seg++, (c.off = 0);
-    }
-    return done;
+    return this.reader.advance(dest.length, (at, n, done) => dest.set(m.subarray(at, at + n), done));
   }
 
   /** Writes the next bytes into the driver's writable buffers, in order; returns how many. */
   write(src: Uint8Array): number {
     const m = this.ram.bytes();
-    const c = this.writeCursor;
-    let done = 0;
-    while (done < src.length && c.seg < this.writable.length) {
-      const s = this.writable[c.seg]!;
-      const n = Math.min(s.len - c.off, src.length - done);
-      const at = s.addr + c.off;
+    const done = this.writer.advance(src.length, (at, n, from) => {
       this.ram.written(at, at + n);
-      m.set(src.subarray(done, done + n), at);
-      done += n;
-      c.off += n;
-      if (c.off === s.len) c.seg++, (c.off = 0);
-    }
+      m.set(src.subarray(from, from + n), at);
+    });
     this.written += done;
     return done;
   }
