@@ -186,6 +186,13 @@ export class VirtioBlkFrontEnd {
     return this.inFlight.size;
   }
 
+  /** Whether a back end holds requests of ours and will answer them (replies are due). */
+  awaitingReplies(): boolean {
+    if (!this.link) return false;
+    for (const f of this.inFlight.values()) if (f.sent) return true;
+    return false;
+  }
+
   status() {
     return {
       ...this.metrics.snapshot(this.inFlight.size, [...this.inFlight.values()].filter((f) => !f.sent).length),

@@ -68,6 +68,8 @@ interface V86Core {
   /** True while the emulator sleeps until its next timer. */
   idle: boolean;
   next_tick: (t: number) => void;
+  /** Bumped by every next_tick: a slice scheduled since we looked. */
+  tick_counter: number;
 }
 
 /** Every internal the adapter relies on, checked by selfCheck(). */
@@ -76,6 +78,7 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
   ["emulator.v86.yield (function)", (c) => typeof c.yield === "function"],
   ["emulator.v86.next_tick (function)", (c) => typeof c.next_tick === "function"],
   ["emulator.v86.idle (boolean)", (c) => typeof c.idle === "boolean"],
+  ["emulator.v86.tick_counter (number)", (c) => typeof c.tick_counter === "number"],
   ["emulator.v86.cpu.devices.pci.devices (array)", (c) => Array.isArray(c.cpu?.devices?.pci?.devices)],
   ["emulator.v86.cpu.devices.pci.device_spaces (array)", (c) => Array.isArray(c.cpu?.devices?.pci?.device_spaces)],
   ["emulator.v86.cpu.mem8 (memory view)", (c) => typeof c.cpu?.mem8?.byteOffset === "number" && c.cpu.mem8.length > 0],
@@ -258,6 +261,15 @@ export interface Machine {
    * runs the next slice as soon as the event loop lets it.
    */
   onSlice(listener: (asleep: boolean) => void): void;
+  /**
+   * When the guest halts while `wanted()` holds (a host device expects an
+   * answer soon), the worker keeps calling the slice listeners as if the
+   * guest ran (they look at the channels) for up to `microseconds` before
+   * it sleeps; a device that wakes the guest meanwhile ends the wait. A
+   * sleep and wake-up of the worker thread and of the guest costs more than
+   * a short wait.
+   */
+  pollWhileHalted(microseconds: number, wanted: () => boolean): void;
   /** Flips a serial port's ring-indicator line (a modem-status interrupt in the guest). */
   flipRingIndicator(port: SerialPort): void;
   /**
@@ -423,14 +435,19 @@ export function createMachine(spec: MachineSpec): Promise<Machine> {
       try {
         selfCheck(emulator);
         const c = core(emulator);
-        const slices = hookYield(c, spec.clampIdle);
+        const { slices, haltPolls } = hookYield(c, spec.clampIdle);
         for (const slot of removeSlots) removePciSlot(c, slot);
-        resolve(wrap(emulator, removeSlots, slices));
+        resolve(wrap(emulator, removeSlots, slices, haltPolls));
       } catch (err) {
         reject(err);
       }
     });
   });
+}
+
+interface HaltPoll {
+  microseconds: number;
+  wanted: () => boolean;
 }
 
 /**
@@ -442,22 +459,40 @@ export function createMachine(spec: MachineSpec): Promise<Machine> {
  * With `clamp`: v86 spins on setImmediate when its next timer is under 1 ms
  * away, and an idle guest then burns a quarter of a core. Waiting a whole
  * millisecond instead costs nothing measurable in throughput (V86-NOTES.md).
+ *
+ * With a halt poll that is wanted (Machine.pollWhileHalted), a halted guest
+ * first gets a short busy wait in which the listeners look at the channels.
  */
-function hookYield(c: V86Core, clamp: boolean): Array<(asleep: boolean) => void> {
+function hookYield(c: V86Core, clamp: boolean): { slices: Array<(asleep: boolean) => void>; haltPolls: HaltPoll[] } {
   const listeners: Array<(asleep: boolean) => void> = [];
+  const haltPolls: HaltPoll[] = [];
   const original = c.yield.bind(c);
   let inside = false;
+  /** Looks at the channels for a while; true if a device woke the guest meanwhile. */
+  const pollHalted = (): boolean => {
+    const poll = haltPolls.find((p) => p.wanted());
+    if (!poll) return false;
+    const tick = c.tick_counter;
+    const until = performance.now() + poll.microseconds / 1000;
+    do {
+      for (const listener of listeners) listener(false);
+      if (c.tick_counter !== tick) return true;
+    } while (performance.now() < until);
+    return false;
+  };
   c.yield = (t: number, tick: number) => {
     original(clamp && t > 0 && t < 1 ? 1 : t, tick);
     if (inside) return;
     inside = true;
     try {
+      // Woken during the poll: the next slice is already scheduled.
+      if (t > 0 && pollHalted()) return;
       for (const listener of listeners) listener(t > 0);
     } finally {
       inside = false;
     }
   };
-  return listeners;
+  return { slices: listeners, haltPolls };
 }
 
 /** Takes every function of a PCI slot off the bus: the guest never sees it. */
@@ -497,7 +532,7 @@ function guestMemory(cpu: Cpu): Uint8Array {
   return view;
 }
 
-function wrap(emulator: V86, removeSlots: number[], slices: Array<(asleep: boolean) => void>): Machine {
+function wrap(emulator: V86, removeSlots: number[], slices: Array<(asleep: boolean) => void>, haltPolls: HaltPoll[]): Machine {
   const ring = [false, false];
   return {
     emulator,
@@ -510,6 +545,7 @@ function wrap(emulator: V86, removeSlots: number[], slices: Array<(asleep: boole
     },
     wake: () => wake(core(emulator)),
     onSlice: (listener) => slices.push(listener),
+    pollWhileHalted: (microseconds, wanted) => haltPolls.push({ microseconds, wanted }),
     flipRingIndicator(port) {
       ring[port] = !ring[port];
       emulator.serial_set_ring_indicator(port, ring[port]);

@@ -27,6 +27,26 @@ describe("VirtioBlkFrontEnd", () => {
     expect(device.completed).toEqual([req]);
   });
 
+  it("awaits replies only for requests a connected back end holds", () => {
+    const { device, fe, setUp } = setup();
+    expect(fe.awaitingReplies()).toBe(false);
+    device.queue.push(blkRequest(VIRTIO_BLK_T.IN, 0, { readLength: 512 }));
+    fe.onNotify();
+    expect(fe.awaitingReplies()).toBe(true);
+    fe.onResponse({ id: 1, op: "read", ok: true, length: 512, data: new Uint8Array(512) });
+    expect(fe.awaitingReplies()).toBe(false);
+    // Not sent (the channel was full), or the back end went away: nothing to wait for.
+    setUp(false);
+    device.queue.push(blkRequest(VIRTIO_BLK_T.IN, 0, { readLength: 512 }));
+    fe.onNotify();
+    expect(fe.awaitingReplies()).toBe(false);
+    setUp(true);
+    fe.retryUnsent();
+    expect(fe.awaitingReplies()).toBe(true);
+    fe.detach();
+    expect(fe.awaitingReplies()).toBe(false);
+  });
+
   it("answers a malformed request with an error status and sends nothing", () => {
     const { device, fe, sent } = setup();
     const req = blkRequest(VIRTIO_BLK_T.IN, 2047, { readLength: 4096 });
