@@ -94,14 +94,17 @@ async function idle(clampIdle: boolean): Promise<{ perVm: Record<string, number>
   const hv = new Hypervisor({ runDir: tmp("run"), clampIdle });
   await hv.up();
   await new Promise((r) => setTimeout(r, 5000)); // settle (spares prepare, first JIT)
-  for (const role of ROLES) hv.vm(role).cpuLoad();
+  // Each worker thread's own CPU time (schedstat): the event-loop utilisation
+  // read from the main thread came out negative or far too high at idle.
+  const vm0 = await Promise.all(ROLES.map((role) => hv.vm(role).cpuStatus()));
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, idleSeconds * 1000));
   const wall = (performance.now() - t0) * 1000;
   const used = process.cpuUsage(cpu0);
+  const vm1 = await Promise.all(ROLES.map((role) => hv.vm(role).cpuStatus()));
   const perVm: Record<string, number> = {};
-  for (const role of ROLES) perVm[role] = hv.vm(role).cpuLoad();
+  ROLES.forEach((role, i) => (perVm[role] = ((vm1[i].cpuMs - vm0[i].cpuMs) * 1000) / wall));
   const rssMiB = process.memoryUsage().rss / 2 ** 20;
   await hv.down();
   return { perVm, processCpu: (used.user + used.system) / wall, rssMiB };

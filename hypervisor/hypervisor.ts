@@ -403,7 +403,13 @@ export class Hypervisor extends EventEmitter {
   }
 
   private sampleCpu(): void {
-    for (const t of this.tasks.all()) if (t.vm) this.cpu.set(t.role, t.vm.cpuLoad());
+    for (const t of this.tasks.all()) {
+      const role = t.role;
+      t.vm?.cpuLoad().then(
+        (load) => this.cpu.set(role, load),
+        () => {}, // a VM that does not answer keeps its last figure; the monitor deals with it
+      );
+    }
   }
 
   async status(): Promise<StatusReport> {

@@ -156,7 +156,7 @@ export class VirtualMachine extends EventEmitter {
   /** The worker's devices said they can serve (a driver VM's helper registered its window). */
   deviceReady = false;
   private disposed = false;
-  private elu: ReturnType<Worker["performance"]["eventLoopUtilization"]> | undefined;
+  private lastCpu: { worker: Worker; at: number; cpuMs: number } | undefined;
 
   constructor(private readonly opts: VmOptions) {
     super();
@@ -352,7 +352,7 @@ export class VirtualMachine extends EventEmitter {
     this.deviceReady = false;
     handle.generation = ++this.generation;
     this.worker = handle.worker;
-    this.elu = undefined;
+    this.lastCpu = undefined;
   }
 
   /** Builds the next restore's worker ahead of need, so a reboot is a restore and nothing more. */
@@ -682,13 +682,21 @@ export class VirtualMachine extends EventEmitter {
     this.send({ type: "reset-cpu" });
   }
 
-  /** Host CPU used by this VM's thread since the last call (0..1 of a core). */
-  cpuLoad(): number {
-    if (!this.worker) return 0;
-    const now = this.worker.performance.eventLoopUtilization();
-    const delta = this.elu ? this.worker.performance.eventLoopUtilization(now, this.elu) : now;
-    this.elu = now;
-    return delta.utilization;
+  /**
+   * Host CPU used by this VM's worker thread since the last call (0..1 of a
+   * core), from the thread's own schedstat; 0 on the first call for a worker.
+   * (The event-loop utilisation read from this thread came out negative, or
+   * many times the real CPU, for an idle worker.)
+   */
+  async cpuLoad(): Promise<number> {
+    const worker = this.worker;
+    if (!worker) return 0;
+    const { cpuMs } = await this.cpuStatus();
+    const at = performance.now();
+    const last = this.lastCpu;
+    this.lastCpu = { worker, at, cpuMs };
+    if (!last || last.worker !== worker || !Number.isFinite(cpuMs) || at <= last.at) return 0;
+    return Math.max(0, (cpuMs - last.cpuMs) / (at - last.at));
   }
 
   /** Hard reset: the worker dies at once, nothing of it survives. */
