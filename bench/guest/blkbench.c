@@ -12,6 +12,9 @@
  * Prints one JSON line on stdout; any error goes to stderr, exit status 1.
  *
  * usage: blkbench DEVICE MODE BLOCK_BYTES TOTAL_BYTES INFLIGHT [SEED]
+ *
+ * BLKBENCH_GAP_US=N in the environment makes each worker sleep N us before
+ * each request: what a guest's sleep and wake-up cost (docs/benchmarks.md).
  */
 #define _GNU_SOURCE
 #define _FILE_OFFSET_BITS 64

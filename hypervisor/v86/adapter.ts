@@ -4,7 +4,7 @@
 // different v86 fails here with a clear message instead of misbehaving later.
 import { createRequire } from "node:module";
 import { V86, type V86Options } from "v86";
-import { popChain, pushUsed, type DescriptorChain, type GuestRam, type QueueRegisters } from "../../bridge/virtio/virtqueue.js";
+import { DescriptorChain, popChain, pushUsed, type GuestRam, type QueueRegisters } from "../../bridge/virtio/virtqueue.js";
 
 export const PINNED_V86_VERSION = "0.5.462";
 
@@ -710,7 +710,6 @@ export interface VirtioDevice {
 const VIRTIO_F_VERSION_1 = 32;
 /** isr_status bit: a used ring changed. */
 const VIRTIO_ISR_QUEUE = 1;
-const chains = new WeakMap<VirtioRequest, DescriptorChain>();
 
 /** v86's queue registers as the virtqueue code reads them, live. */
 function queueRegisters(vq: V86Queue): QueueRegisters {
@@ -779,25 +778,11 @@ export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): Virti
   };
   return {
     queueReady: ready,
-    pop(q) {
-      if (!ready(q)) return undefined;
-      const chain = popChain(ram, registers[q]!);
-      if (!chain) return undefined;
-      const req: VirtioRequest = {
-        readableBytes: chain.readableBytes,
-        writableBytes: chain.writableBytes,
-        fault: chain.fault,
-        read: (dest) => chain.read(dest),
-        write: (src) => chain.write(src),
-        writeLastByte: (value) => chain.writeLastByte(value),
-      };
-      chains.set(req, chain);
-      return req;
-    },
+    // A chain is the request: it reads and writes only its own checked buffers.
+    pop: (q) => (ready(q) ? popChain(ram, registers[q]!) : undefined),
     complete(q, request) {
-      const chain = chains.get(request);
-      if (!chain || !ready(q)) return;
-      if (pushUsed(ram, registers[q]!, [chain])) virtio.raise_irq(VIRTIO_ISR_QUEUE);
+      if (!(request instanceof DescriptorChain) || !ready(q)) return;
+      if (pushUsed(ram, registers[q]!, [request])) virtio.raise_irq(VIRTIO_ISR_QUEUE);
       wake(c);
     },
     // v86's VirtIO state holds typed arrays and its queue objects: make it plain JSON.

@@ -76,6 +76,6 @@ export type FromWorker =
   | { type: "device-ready" }
   | { type: "flipped"; flips: Array<{ virtual: number; physical: number; bit: number }>; error?: string }
   | { type: "device-status"; devices: Record<string, unknown> }
-  /** Guest instructions executed since this worker's machine started, and the worker's busy time. */
+  /** Guest instructions executed since this worker's machine started, the worker's busy time and its thread's CPU time. */
   | { type: "cpu-status"; instructions: number; busyMs: number; cpuMs: number }
   | { type: "stopped" };

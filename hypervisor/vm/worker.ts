@@ -10,6 +10,7 @@ import { V86AdapterError, createMachine, type Machine } from "../v86/adapter.js"
 import type { FromWorker, StartFailure, ToWorker, WorkerData } from "./messages.js";
 import type { HostDevice } from "./host-device.js";
 import { buildDevices } from "./devices.js";
+import { ImageFile } from "../../drivervm/disk/image-file.js";
 
 /**
  * This thread's time on a CPU, in ms (Linux schedstat; NaN elsewhere). The
@@ -23,7 +24,6 @@ function threadCpuMs(): number {
     return NaN;
   }
 }
-import { ImageFile } from "../../drivervm/disk/image-file.js";
 
 
 const port = parentPort;
