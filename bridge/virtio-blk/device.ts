@@ -5,6 +5,7 @@
 // when the link comes back (the shadow-driver idea).
 import { addVirtioDevice, type Machine, type VirtioDevice, type VirtioRequest } from "../../hypervisor/v86/adapter.js";
 import { RecoveryClock } from "../recovery.js";
+import { BufferPool } from "./buffer-pool.js";
 import { WRITE_LOG_BYTES, WriteLog, WrittenChecksums } from "./checksums.js";
 import { BlockMetrics, type ViolationKind } from "./metrics.js";
 import { MAX_TRANSFER, SECTOR, VIRTIO_BLK_S, isRequestError, parseRequest } from "./request.js";
@@ -74,6 +75,8 @@ export class VirtioBlkFrontEnd {
   private link: BlockLink | undefined;
   private readonly checksums: WrittenChecksums;
   private readonly writeLog: WriteLog;
+  /** The guest's write data; a buffer goes back when its write is done. */
+  private readonly writeBuffers = new BufferPool();
   readonly recovery = new RecoveryClock();
 
   constructor(
@@ -178,6 +181,7 @@ export class VirtioBlkFrontEnd {
       if (!f.vreq) continue;
       this.metrics.ioErrors++;
       this.finish(f.vreq, VIRTIO_BLK_S.IOERR);
+      this.releaseData(f.req);
     }
     this.inFlight.clear();
   }
@@ -217,7 +221,7 @@ export class VirtioBlkFrontEnd {
   }
 
   private accept(vreq: VirtioRequest): void {
-    const parsed = parseRequest(vreq, this.capacitySectors);
+    const parsed = parseRequest(vreq, this.capacitySectors, (length) => this.writeBuffers.take(length));
     if (isRequestError(parsed)) {
       this.metrics.refuse(parsed.code);
       return this.finish(vreq, parsed.status);
@@ -272,8 +276,16 @@ export class VirtioBlkFrontEnd {
         this.checksums.record(f.req.sector, f.req.data);
         if (!f.req.repair) this.writeLog.add(f.req.sector, f.req.data);
       }
+      this.releaseData(f.req);
     }
     if (f.vreq) this.finish(f.vreq, VIRTIO_BLK_S.OK);
+  }
+
+  /** A guest write is done: its data buffer serves the next one (the log and the checksums keep their own). */
+  private releaseData(req: BackendRequest): void {
+    if (req.op !== "write" || req.repair || !req.data) return;
+    this.writeBuffers.give(req.data);
+    req.data = undefined;
   }
 
   /**

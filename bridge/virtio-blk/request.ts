@@ -43,7 +43,8 @@ export function isRequestError(r: ParsedRequest | RequestError): r is RequestErr
   return "code" in r;
 }
 
-export function parseRequest(req: VirtioRequest, capacitySectors: number): ParsedRequest | RequestError {
+/** `allocate`: where a write's data is copied to (a fresh buffer by default). */
+export function parseRequest(req: VirtioRequest, capacitySectors: number, allocate: (length: number) => Uint8Array = (length) => new Uint8Array(length)): ParsedRequest | RequestError {
   if (req.fault) return fail("bad-chain", req.fault);
   if (req.readableBytes < 16) return fail("short-header", `${req.readableBytes} readable bytes`);
   if (req.writableBytes < 1) return fail("no-status", "no writable status byte");
@@ -69,7 +70,7 @@ export function parseRequest(req: VirtioRequest, capacitySectors: number): Parse
       const length = req.readableBytes - 16;
       const err = checkRange(length);
       if (err) return err;
-      const data = new Uint8Array(length);
+      const data = allocate(length);
       req.read(data);
       return { op: "write", sector, length, data };
     }
