@@ -30,11 +30,18 @@ interface CpuDevices {
   pci: PciBus;
   [name: string]: unknown;
 }
+/** One I/O port's handlers; v86 calls them with the registering device as `this`. */
+interface IoPortEntry {
+  write8: (this: unknown, value: number) => void;
+}
 interface IoPorts {
   register_write(port: number, device: object, w8?: (value: number) => void, w16?: (value: number) => void, w32?: (value: number) => void): void;
+  ports: IoPortEntry[];
 }
 /** v86's NE2000 model (src/ne2k.js): the receive ring's registers, in 256-byte pages. */
 interface Ne2kModel {
+  /** First I/O port of the NIC's registers. */
+  port: number;
   cr: number;
   isr: number;
   pstart: number;
@@ -93,9 +100,10 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
     "emulator.v86.cpu.devices.net (NE2000: receive, do_interrupt, cr, isr, pstart, pstop, curpg, boundary)",
     (c) => {
       const n = c.cpu?.devices?.net as Partial<Ne2kModel> | undefined;
-      return !!n && typeof n.receive === "function" && typeof n.do_interrupt === "function" && ["cr", "isr", "pstart", "pstop", "curpg", "boundary"].every((k) => typeof n[k as keyof Ne2kModel] === "number");
+      return !!n && typeof n.receive === "function" && typeof n.do_interrupt === "function" && ["port", "cr", "isr", "pstart", "pstop", "curpg", "boundary"].every((k) => typeof n[k as keyof Ne2kModel] === "number");
     },
   ],
+  ["emulator.v86.cpu.io.ports (an entry with write8 per port)", (c) => typeof c.cpu?.io?.ports?.[0]?.write8 === "function"],
 ];
 
 function core(emulator: V86): V86Core {
@@ -323,33 +331,38 @@ export interface Nic {
 
 /**
  * The guest takes frames out of the receive ring and then acknowledges the
- * receive interrupt (it clears ISR bit 0); v86 tells no one. Turning the
- * model's `isr` field into an accessor lets the host deliver the next frames
- * right after that acknowledgment, which raises a fresh interrupt that the
- * driver's loop picks up. (Delivering earlier, while the driver still reads
- * the ring, loses the interrupt of what arrives before its acknowledgment.)
+ * receive interrupt (it clears ISR bit 0 by writing the ISR register); v86
+ * tells no one. Wrapping the handler of that register's port lets the host
+ * deliver the next frames right after that acknowledgment, which raises a
+ * fresh interrupt that the driver's loop picks up. (Delivering earlier,
+ * while the driver still reads the ring, loses the interrupt of what
+ * arrives before its acknowledgment.)
+ *
+ * The port's handler, not the model's `isr` field: turning that field into
+ * an accessor (Object.defineProperty) put the whole NE2000 object into V8's
+ * slow dictionary mode, and every register access of the model, four per
+ * 32-bit read of the data port, went through a generic lookup: 45% of the
+ * net VM's worker during a download (docs/benchmarks.md).
  */
 const ackWatchers = new WeakMap<Ne2kModel, Array<() => void>>();
-function watchRxAck(model: Ne2kModel): Array<() => void> {
+function watchRxAck(c: V86Core, model: Ne2kModel): Array<() => void> {
   let listeners = ackWatchers.get(model);
   if (listeners) return listeners;
   const all: Array<() => void> = [];
   listeners = all;
   ackWatchers.set(model, all);
-  let value = model.isr;
-  Object.defineProperty(model, "isr", {
-    configurable: true,
-    enumerable: true,
-    get: () => value,
-    set: (v: number) => {
-      const acked = value & ENISR_RX && !(v & ENISR_RX);
-      value = v;
-      if (acked) for (const l of all) l();
-    },
-  });
+  const entry = c.cpu.io.ports[model.port | EN0_ISR];
+  const write = entry.write8;
+  entry.write8 = function (this: unknown, value: number) {
+    const before = model.isr;
+    write.call(this, value);
+    if (before & ENISR_RX && !(model.isr & ENISR_RX)) for (const l of all) l();
+  };
   return all;
 }
 
+/** The NE2000's interrupt status register, at this offset from its first port. */
+const EN0_ISR = 0x07;
 const ENISR_RX = 0x01;
 
 /**
@@ -584,7 +597,7 @@ function wrap(emulator: V86, removeSlots: number[], slices: Array<(asleep: boole
     ne2k() {
       const c = core(emulator);
       const model = c.cpu.devices.net as Ne2kModel;
-      const room = watchRxAck(model);
+      const room = watchRxAck(c, model);
       return {
         onRoom: (listener) => room.push(listener),
         onTransmit(listener) {
