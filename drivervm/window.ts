@@ -5,6 +5,9 @@
 // window belongs to the driver VM, so a lying helper can only hurt itself.
 import type { Machine } from "../hypervisor/v86/adapter.js";
 
+/** writeU32's scratch: copyIn copies it into guest memory at once. */
+const word = new Uint8Array(4);
+
 const PAGE = 4096;
 
 export class WindowError extends Error {
@@ -126,10 +129,13 @@ export class GuestWindow {
     return (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
   }
 
+  /** Little-endian; through one scratch word rather than a fresh array per call (this runs per frame). */
   writeU32(machine: Machine, offset: number, value: number): void {
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setUint32(0, value >>> 0, true);
-    this.copyIn(machine, offset, b);
+    word[0] = value & 0xff;
+    word[1] = (value >>> 8) & 0xff;
+    word[2] = (value >>> 16) & 0xff;
+    word[3] = (value >>> 24) & 0xff;
+    this.copyIn(machine, offset, word);
   }
 
   private check(offset: number, length: number): void {

@@ -19,6 +19,10 @@ const TX = 1;
 const QUEUE_SIZE = 256;
 /** virtio_net_hdr with num_buffers: 12 bytes in front of every frame (VERSION_1). */
 const HEADER_BYTES = 12;
+/** The header of every received frame: no offloads, num_buffers 1 (little-endian, at byte 10). */
+const RX_HEADER = Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+/** Where a transmitted frame is read out of the guest; the largest a valid one can be. */
+const txScratch = new Uint8Array(HEADER_BYTES + MAX_FRAME);
 // Feature bits: MTU 3, MAC 5, STATUS 16. No checksum or segmentation
 // offloads (the guest computes checksums, frames stay <= 1514 bytes) and no
 // EVENT_IDX (V86-NOTES.md).
@@ -121,7 +125,8 @@ export class VirtioNetFrontEnd {
         this.metrics.drop("from-guest-malformed");
         this.onViolation(`app VM sent a malformed frame (${problem}: ${req.fault ?? `${length} bytes`})`);
       } else {
-        const buf = new Uint8Array(req.readableBytes);
+        // The link copies the frame into its ring at once (hold() keeps a copy): one scratch buffer serves every frame.
+        const buf = txScratch.subarray(0, req.readableBytes);
         req.read(buf);
         const frame = buf.subarray(HEADER_BYTES);
         if (!this.link) this.hold(frame);
@@ -137,7 +142,11 @@ export class VirtioNetFrontEnd {
     this.held.push({ frame: frame.slice(), at: performance.now() });
   }
 
-  /** A frame from the net VM, already validated: into a posted buffer, or the backlog. */
+  /**
+   * A frame from the net VM, already validated: into a posted buffer, or
+   * the backlog. It may be a view into the channel's ring, valid only
+   * during the call: the backlog keeps a copy.
+   */
   receive(frame: Uint8Array): void {
     this.recovery.served();
     if (this.backlog.length === 0 && this.deliver(frame)) return;
@@ -158,10 +167,8 @@ export class VirtioNetFrontEnd {
       this.metrics.drop("guest-buffer-bad");
       this.onViolation(`app VM posted an unusable receive buffer (${req.fault ?? `${req.writableBytes} bytes`})`);
     } else {
-      const out = new Uint8Array(HEADER_BYTES + frame.length);
-      out[10] = 1; // num_buffers, little-endian
-      out.set(frame, HEADER_BYTES);
-      req.write(out);
+      req.write(RX_HEADER);
+      req.write(frame);
       this.metrics.received(frame.length);
     }
     this.device.complete(RX, req);

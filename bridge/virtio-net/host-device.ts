@@ -20,6 +20,7 @@ export function virtioNetDevice(ctx: DeviceContext, mac: string): HostDevice {
       endpoint?.close();
       const ep = ctx.openChannel(channel);
       endpoint = ep;
+      // Borrowed: a frame goes from the ring straight into the guest's receive buffer (the backlog keeps a copy).
       ep.onMessage(
         frameHandler(
           (frame) => frontEnd.receive(frame),
@@ -29,6 +30,7 @@ export function virtioNetDevice(ctx: DeviceContext, mac: string): HostDevice {
             if (n % 100 === 1) ctx.peerViolation("net", `net VM sent a malformed frame message: ${bad.code}: ${bad.detail}`);
           },
         ),
+        { borrow: true },
       );
       frontEnd.attach({ send: (frame) => ep.send(encodeFrame(frame)), poll: () => ep.poll() });
     },

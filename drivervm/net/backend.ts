@@ -54,7 +54,7 @@ export class NetBackEnd {
     this.onDoorbell();
   }
 
-  /** A frame from the app VM, for the wire. */
+  /** A frame from the app VM, for the wire; it may be a view into the channel, so the backlog keeps a copy. */
   send(frame: Uint8Array): void {
     // Before netback registers its window (a restored VM registers it again) frames wait in the backlog.
     if (!this.window || this.backlog.length > 0 || !this.put(frame)) {
@@ -127,9 +127,7 @@ export class NetBackEnd {
     }
     if (used === R.SLOTS) return false;
     const slot = toGuestSlot(this.toGuestProd);
-    const head = new Uint8Array(R.SLOT_HEADER);
-    new DataView(head.buffer).setUint32(0, frame.length, true);
-    w.copyIn(this.machine, slot, head);
+    w.writeU32(this.machine, slot, frame.length);
     w.copyIn(this.machine, slot + R.SLOT_HEADER, frame);
     this.toGuestProd = (this.toGuestProd + 1) >>> 0;
     w.writeU32(this.machine, R.OFF_TO_GUEST_PROD, this.toGuestProd);

@@ -44,6 +44,7 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
       endpoint?.close();
       const ep = ctx.openChannel(channel);
       endpoint = ep;
+      // Borrowed: a frame goes from the ring straight into netback's ring A (the backlog keeps a copy).
       ep.onMessage(
         frameHandler(
           (frame) => backEnd.send(frame),
@@ -52,6 +53,7 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
             if (n % 100 === 1) ctx.peerViolation("net", `app VM front end sent a malformed frame message: ${bad.code}: ${bad.detail}`);
           },
         ),
+        { borrow: true },
       );
     },
     detachChannel() {
