@@ -82,7 +82,7 @@ export class WrittenChecksums {
   /** A write was acknowledged: its sectors now hold this data. */
   record(sector: number, data: Uint8Array): void {
     const w = words(data);
-    for (let i = 0; i < data.length / SECTOR; i++) {
+    for (let i = 0, sectors = Math.floor(data.length / SECTOR); i < sectors; i++) {
       const s = sector + i;
       this.hashes[s] = sectorHash(w, i * SECTOR_WORDS);
       this.known[s >> 3] |= 1 << (s & 7);
@@ -93,7 +93,7 @@ export class WrittenChecksums {
   mismatches(sector: number, data: Uint8Array): number[] {
     const bad: number[] = [];
     let w: Uint32Array | undefined;
-    for (let i = 0; i < data.length / SECTOR; i++) {
+    for (let i = 0, sectors = Math.floor(data.length / SECTOR); i < sectors; i++) {
       const s = sector + i;
       if (!(this.known[s >> 3] & (1 << (s & 7)))) continue;
       w ??= words(data);

@@ -229,6 +229,7 @@ export class VirtioBlkFrontEnd {
     this.metrics.requests[parsed.op]++;
     if (this.failedReason && parsed.op !== "get-id") {
       this.metrics.ioErrors++;
+      if (parsed.data) this.writeBuffers.give(parsed.data);
       return this.finish(vreq, VIRTIO_BLK_S.IOERR);
     }
     if (parsed.op === "get-id") {

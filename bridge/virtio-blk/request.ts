@@ -71,7 +71,8 @@ export function parseRequest(req: VirtioRequest, capacitySectors: number, alloca
       const err = checkRange(length);
       if (err) return err;
       const data = allocate(length);
-      req.read(data);
+      // A pooled buffer holds an earlier write's bytes: every one must come from this request.
+      if (req.read(data) !== length) return fail("bad-chain", `read ${length} data bytes short`);
       return { op: "write", sector, length, data };
     }
     case VIRTIO_BLK_T.FLUSH:

@@ -33,6 +33,7 @@ interface CpuDevices {
 /** One I/O port's handlers; v86 calls them with the registering device as `this`. */
 interface IoPortEntry {
   write8: (this: unknown, value: number) => void;
+  device: unknown;
 }
 interface IoPorts {
   register_write(port: number, device: object, w8?: (value: number) => void, w16?: (value: number) => void, w32?: (value: number) => void): void;
@@ -103,7 +104,14 @@ const INTERNALS: Array<[string, (core: V86Core) => boolean]> = [
       return !!n && typeof n.receive === "function" && typeof n.do_interrupt === "function" && ["port", "cr", "isr", "pstart", "pstop", "curpg", "boundary"].every((k) => typeof n[k as keyof Ne2kModel] === "number");
     },
   ],
-  ["emulator.v86.cpu.io.ports (an entry with write8 per port)", (c) => typeof c.cpu?.io?.ports?.[0]?.write8 === "function"],
+  [
+    "emulator.v86.cpu.io.ports (an entry with write8 and device per port; the NE2000's ISR register at its port + 7)",
+    (c) => {
+      const n = c.cpu?.devices?.net as Partial<Ne2kModel> | undefined;
+      const isr = typeof n?.port === "number" ? c.cpu?.io?.ports?.[n.port | EN0_ISR] : undefined;
+      return typeof isr?.write8 === "function" && isr.device === n;
+    },
+  ],
 ];
 
 function core(emulator: V86): V86Core {
