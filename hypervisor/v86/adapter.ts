@@ -352,14 +352,15 @@ export interface Nic {
  * 32-bit read of the data port, went through a generic lookup: 45% of the
  * net VM's worker during a download (docs/benchmarks.md).
  */
-const ackWatchers = new WeakMap<Ne2kModel, Array<() => void>>();
-function watchRxAck(c: V86Core, model: Ne2kModel): Array<() => void> {
+const ackWatchers = new WeakMap<object, Array<() => void>>();
+/** Exported for its unit test; `io` is v86's I/O port table. */
+export function watchRxAck(io: { ports: IoPortEntry[] }, model: Pick<Ne2kModel, "port" | "isr">): Array<() => void> {
   let listeners = ackWatchers.get(model);
   if (listeners) return listeners;
   const all: Array<() => void> = [];
   listeners = all;
   ackWatchers.set(model, all);
-  const entry = c.cpu.io.ports[model.port | EN0_ISR];
+  const entry = io.ports[model.port | EN0_ISR];
   const write = entry.write8;
   entry.write8 = function (this: unknown, value: number) {
     const before = model.isr;
@@ -605,7 +606,7 @@ function wrap(emulator: V86, removeSlots: number[], slices: Array<(asleep: boole
     ne2k() {
       const c = core(emulator);
       const model = c.cpu.devices.net as Ne2kModel;
-      const room = watchRxAck(c, model);
+      const room = watchRxAck(c.cpu.io, model);
       return {
         onRoom: (listener) => room.push(listener),
         onTransmit(listener) {
