@@ -167,16 +167,29 @@ export class WriteLog {
     return this.buf.slice(at, at + SECTOR);
   }
 
-  /** Writes acknowledged since `since`, oldest first, each still the latest for all its sectors (copies). */
+  /**
+   * What the writes acknowledged since `since` left on the disk, oldest
+   * first: for each, the runs of its sectors that no newer write covered
+   * (copies). A write half covered by a newer one still has its other half
+   * here.
+   */
   since(since: number): Array<{ sector: number; data: Uint8Array }> {
     const out: Array<{ sector: number; data: Uint8Array }> = [];
     for (let seq = this.next - 1; seq >= this.first && this.recAt[seq % this.slots] >= since; seq--) {
       const slot = seq % this.slots;
       const sector = this.recSector[slot];
-      const length = this.recLength[slot];
-      if (this.latestLive(sector) === seq && this.latestLive(sector + length / SECTOR - 1) === seq) {
-        out.unshift({ sector, data: this.buf.slice(this.recOffset[slot], this.recOffset[slot] + length) });
+      const offset = this.recOffset[slot];
+      const sectors = this.recLength[slot] / SECTOR;
+      const runs: Array<{ sector: number; data: Uint8Array }> = [];
+      for (let i = 0, start = -1; i <= sectors; i++) {
+        const latest = i < sectors && this.latestLive(sector + i) === seq;
+        if (latest && start < 0) start = i;
+        else if (!latest && start >= 0) {
+          runs.push({ sector: sector + start, data: this.buf.slice(offset + start * SECTOR, offset + i * SECTOR) });
+          start = -1;
+        }
       }
+      out.unshift(...runs);
     }
     return out;
   }

@@ -143,9 +143,10 @@ export class VirtioBlkFrontEnd {
       f.orphaned ||= f.sent;
       f.sent = false;
     }
-    // What the dead driver acknowledged just before its fault may not be on disk as written.
+    // What the dead driver acknowledged just before its fault may not be on
+    // disk as written. Sectors a write in flight covers get that write again anyway.
     for (const w of this.writeLog.since(performance.now() - SUSPECT_MS)) {
-      if (!this.writeInFlight(w.sector, w.data.length)) this.repair(w.sector, w.data);
+      for (const part of this.notInFlight(w.sector, w.data)) this.repair(part.sector, part.data);
     }
   }
 
@@ -154,6 +155,21 @@ export class VirtioBlkFrontEnd {
     const req: BackendRequest = { id: this.takeId(), op: "write", sector, length: data.length, data, repair: true };
     this.metrics.repairs++;
     this.inFlight.set(req.id, { vreq: undefined, req, attempts: 0, sent: this.link ? this.link.send(req) : false, orphaned: false, at: performance.now() });
+  }
+
+  /** The runs of [sector, sector + data) that no write in flight covers. */
+  private notInFlight(sector: number, data: Uint8Array): Array<{ sector: number; data: Uint8Array }> {
+    if (!this.writeInFlight(sector, data.length)) return [{ sector, data }];
+    const out: Array<{ sector: number; data: Uint8Array }> = [];
+    for (let i = 0, start = -1, n = data.length / SECTOR; i <= n; i++) {
+      const free = i < n && !this.writeInFlight(sector + i, SECTOR);
+      if (free && start < 0) start = i;
+      else if (!free && start >= 0) {
+        out.push({ sector: sector + start, data: data.subarray(start * SECTOR, i * SECTOR) });
+        start = -1;
+      }
+    }
+    return out;
   }
 
   private writeInFlight(sector: number, length: number): boolean {
@@ -272,9 +288,10 @@ export class VirtioBlkFrontEnd {
       this.metrics.bytesRead += resp.data.length;
     } else if (f.req.op === "write") {
       if (!f.req.repair) this.metrics.bytesWritten += f.req.length;
-      // Another write to the same sectors still in flight leaves them unknown.
-      if (!this.writeInFlight(f.req.sector, f.req.length) && f.req.data) {
-        this.checksums.record(f.req.sector, f.req.data);
+      if (f.req.data) {
+        // Sectors another write still in flight covers stay unknown: either content may be read there.
+        for (const part of this.notInFlight(f.req.sector, f.req.data)) this.checksums.record(part.sector, part.data);
+        // The log takes it whole: a newer write that covers some of it supersedes those sectors when it is done.
         if (!f.req.repair) this.writeLog.add(f.req.sector, f.req.data);
       }
       this.releaseData(f.req);

@@ -179,6 +179,40 @@ describe("VirtioBlkFrontEnd", () => {
     ]);
   });
 
+  const overlapping = () => {
+    const ctx = setup();
+    const first = new Uint8Array(4 * 512).fill(1); // sectors 40-43
+    const second = new Uint8Array(4 * 512).fill(2); // sectors 42-45
+    ctx.device.queue.push(blkRequest(VIRTIO_BLK_T.OUT, 40, { data: first }), blkRequest(VIRTIO_BLK_T.OUT, 42, { data: second }));
+    ctx.fe.onNotify();
+    ctx.fe.onResponse({ id: 1, op: "write", ok: true, length: 2048 });
+    return { ...ctx, first };
+  };
+
+  it("with two overlapping writes in flight, checks the first one's own sectors once it is acknowledged", () => {
+    const { device, fe, violations } = overlapping();
+    device.queue.push(blkRequest(VIRTIO_BLK_T.IN, 40, { readLength: 2048 }));
+    fe.onNotify();
+    // Sectors 40-41 must hold the first write; 42-43 may hold either while the second is in flight.
+    const data = new Uint8Array(2048).fill(2);
+    data.fill(7, 0, 512); // damaged
+    data.fill(1, 512, 1024); // as written
+    fe.onResponse({ id: 3, op: "read", ok: true, length: 2048, data });
+    expect(violations).toEqual(["wrong-data: read request 3: 1 sectors from 40 are not what was written there"]);
+  });
+
+  it("with two overlapping writes in flight, a fault re-writes the first one's own sectors and replays the second", () => {
+    const { fe, sent, first } = overlapping();
+    fe.detach();
+    sent.length = 0;
+    fe.attach({ send: (r) => (sent.push(r), true) });
+    expect(sent.map((r) => [r.op, r.sector, r.length, !!r.repair])).toEqual([
+      ["write", 40, 1024, true],
+      ["write", 42, 2048, false],
+    ]);
+    expect(sent[0].data).toEqual(first.subarray(0, 1024));
+  });
+
   it("fails every request with an I/O error once the back end is given up, until a new one attaches", () => {
     const { device, fe, sent } = setup();
     const pending = blkRequest(VIRTIO_BLK_T.IN, 0, { readLength: 512 });

@@ -12,8 +12,12 @@ describe("WriteLog", () => {
     expect(log.sector(1)).toEqual(block(4, 1).subarray(SECTOR, 2 * SECTOR));
     expect(log.sector(3)).toEqual(block(2, 2).subarray(SECTOR, 2 * SECTOR));
     expect(log.sector(5)).toBeUndefined();
-    // The first write is no longer the latest for all its sectors: only the second counts.
-    expect(log.since(0)).toEqual([{ sector: 2, data: block(2, 2) }]);
+    // The first write is the latest only for sectors 0-1 now: those, then the second.
+    expect(log.since(0)).toEqual([
+      { sector: 0, data: block(4, 1).subarray(0, 2 * SECTOR) },
+      { sector: 2, data: block(2, 2) },
+    ]);
+    expect(log.since(11)).toEqual([{ sector: 2, data: block(2, 2) }]);
     expect(log.since(21)).toEqual([]);
     const copy = log.sector(3)!;
     copy.fill(0);
