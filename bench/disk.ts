@@ -33,6 +33,7 @@ import { buildImages } from "../images/build.js";
 import { cacheDir } from "../images/paths.js";
 import { benchOptions } from "./options.js";
 import { warmUp } from "./warm-up.js";
+import { measureWork } from "./work.js";
 
 const args = benchOptions(
   "disk",
@@ -85,24 +86,20 @@ interface Result {
 /** Runs a workload in `runner`, counting the work of every VM in `vms` (the runner first). */
 async function run(vms: VirtualMachine[], device: string, w: Workload): Promise<Result> {
   const runner = vms[0];
-  const before = await Promise.all(vms.map((vm) => vm.cpuStatus()));
-  const processBefore = process.cpuUsage();
-  const r = await runner.exec(`blkbench ${device} ${w.mode} ${w.block} ${w.bytes} ${w.inflight} 7`, 600_000);
-  const processCpu = process.cpuUsage(processBefore);
-  const after = await Promise.all(vms.map((vm) => vm.cpuStatus()));
+  const { result: r, work } = await measureWork(vms, () => runner.exec(`blkbench ${device} ${w.mode} ${w.block} ${w.bytes} ${w.inflight} 7`, 600_000));
   const out = r.output.toString().trim();
   if (r.status !== 0) throw new Error(`blkbench in the ${runner.role} VM failed (${r.status}): ${out}`);
   const j = JSON.parse(out.split("\n").pop()!) as { mbps: number; iops: number; requests: number };
   return {
     mbps: j.mbps,
     iops: j.iops,
-    perRequest: vms.map((vm, i) => ({
+    perRequest: work.vms.map((vm) => ({
       role: vm.role,
-      instructions: (after[i].instructions - before[i].instructions) / j.requests,
-      cpuUs: (1000 * (after[i].cpuMs - before[i].cpuMs)) / j.requests,
-      busyUs: (1000 * (after[i].busyMs - before[i].busyMs)) / j.requests,
+      instructions: vm.instructions / j.requests,
+      cpuUs: (1000 * vm.cpuMs) / j.requests,
+      busyUs: (1000 * vm.busyMs) / j.requests,
     })),
-    processUs: (processCpu.user + processCpu.system) / j.requests,
+    processUs: (1000 * work.processMs) / j.requests,
   };
 }
 

@@ -26,6 +26,7 @@ import { buildImages } from "../images/build.js";
 import { cacheDir } from "../images/paths.js";
 import { benchOptions } from "./options.js";
 import { warmUp } from "./warm-up.js";
+import { measureWork } from "./work.js";
 
 const args = benchOptions(
   "net",
@@ -92,23 +93,13 @@ interface Result {
 /** Runs the transfers in vms[0], counting the work of every VM in `vms` during the download. */
 async function measure(vms: VirtualMachine[]): Promise<Result> {
   const vm = vms[0];
-  const before = await Promise.all(vms.map((v) => v.cpuStatus()));
-  const processBefore = process.cpuUsage();
-  const s = await guestSeconds(vm, `wget -q -O /dev/null ${base}/file`);
-  const processCpu = process.cpuUsage(processBefore);
-  const after = await Promise.all(vms.map((v) => v.cpuStatus()));
+  const { result: s, work } = await measureWork(vms, () => guestSeconds(vm, `wget -q -O /dev/null ${base}/file`));
   const mb = file.length / 1e6;
-  const perMB = vms.map((v, i) => ({
-    role: v.role,
-    minstructions: (after[i].instructions - before[i].instructions) / 1e6 / mb,
-    cpuMs: (after[i].cpuMs - before[i].cpuMs) / mb,
-    busyMs: (after[i].busyMs - before[i].busyMs) / mb,
-  }));
+  const perMB = work.vms.map((w) => ({ role: w.role, minstructions: w.instructions / 1e6 / mb, cpuMs: w.cpuMs / mb, busyMs: w.busyMs / mb }));
   const two = await guestSeconds(vm, `wget -q -O /dev/null ${base}/file & wget -q -O /dev/null ${base}/file; wait`);
   const r = await guestSeconds(vm, `i=0; while [ $i -lt ${requests} ]; do wget -q -O /dev/null ${base}/small; i=$((i+1)); done`);
   const ping = /= [\d.]+\/([\d.]+)\//.exec(await sh(vm, `ping -c 10 -i 0.2 ${WIRE_NET.gateway} | tail -1`));
-  const processMsPerMB = (processCpu.user + processCpu.system) / 1000 / mb;
-  return { mbps: file.length / 1e6 / s, twoMbps: (2 * file.length) / 1e6 / two, requestMs: (r * 1000) / requests, pingMs: ping ? Number(ping[1]) : NaN, perMB, processMsPerMB };
+  return { mbps: mb / s, twoMbps: (2 * mb) / two, requestMs: (r * 1000) / requests, pingMs: ping ? Number(ping[1]) : NaN, perMB, processMsPerMB: work.processMs / mb };
 }
 
 const images = await buildImages((m) => log(`images: ${m}`));

@@ -61,6 +61,20 @@ export function sectorHash(w: Uint32Array, first: number): number {
   return h >>> 0;
 }
 
+/** The runs of indices in [0, count) for which `keep` holds, as [start, end) pairs, in order. */
+export function runsWhere(count: number, keep: (i: number) => boolean): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  for (let i = 0, start = -1; i <= count; i++) {
+    const kept = i < count && keep(i);
+    if (kept && start < 0) start = i;
+    else if (!kept && start >= 0) {
+      runs.push([start, i]);
+      start = -1;
+    }
+  }
+  return runs;
+}
+
 /** How much recent written data the log keeps (bounded by the disk's size). */
 export const WRITE_LOG_BYTES = 128 * 2 ** 20;
 
@@ -179,17 +193,8 @@ export class WriteLog {
       const slot = seq % this.slots;
       const sector = this.recSector[slot];
       const offset = this.recOffset[slot];
-      const sectors = this.recLength[slot] / SECTOR;
-      const runs: Array<{ sector: number; data: Uint8Array }> = [];
-      for (let i = 0, start = -1; i <= sectors; i++) {
-        const latest = i < sectors && this.latestLive(sector + i) === seq;
-        if (latest && start < 0) start = i;
-        else if (!latest && start >= 0) {
-          runs.push({ sector: sector + start, data: this.buf.slice(offset + start * SECTOR, offset + i * SECTOR) });
-          start = -1;
-        }
-      }
-      out.unshift(...runs);
+      const runs = runsWhere(this.recLength[slot] / SECTOR, (i) => this.latestLive(sector + i) === seq);
+      out.unshift(...runs.map(([a, b]) => ({ sector: sector + a, data: this.buf.slice(offset + a * SECTOR, offset + b * SECTOR) })));
     }
     return out;
   }

@@ -6,7 +6,7 @@
 import { addVirtioDevice, type Machine, type VirtioDevice, type VirtioRequest } from "../../hypervisor/v86/adapter.js";
 import { RecoveryClock } from "../recovery.js";
 import { BufferPool } from "./buffer-pool.js";
-import { WRITE_LOG_BYTES, WriteLog, WrittenChecksums } from "./checksums.js";
+import { WRITE_LOG_BYTES, WriteLog, WrittenChecksums, runsWhere } from "./checksums.js";
 import { BlockMetrics, type ViolationKind } from "./metrics.js";
 import { MAX_TRANSFER, SECTOR, VIRTIO_BLK_S, isRequestError, parseRequest } from "./request.js";
 
@@ -160,16 +160,10 @@ export class VirtioBlkFrontEnd {
   /** The runs of [sector, sector + data) that no write in flight covers. */
   private notInFlight(sector: number, data: Uint8Array): Array<{ sector: number; data: Uint8Array }> {
     if (!this.writeInFlight(sector, data.length)) return [{ sector, data }];
-    const out: Array<{ sector: number; data: Uint8Array }> = [];
-    for (let i = 0, start = -1, n = data.length / SECTOR; i <= n; i++) {
-      const free = i < n && !this.writeInFlight(sector + i, SECTOR);
-      if (free && start < 0) start = i;
-      else if (!free && start >= 0) {
-        out.push({ sector: sector + start, data: data.subarray(start * SECTOR, i * SECTOR) });
-        start = -1;
-      }
-    }
-    return out;
+    return runsWhere(data.length / SECTOR, (i) => !this.writeInFlight(sector + i, SECTOR)).map(([a, b]) => ({
+      sector: sector + a,
+      data: data.subarray(a * SECTOR, b * SECTOR),
+    }));
   }
 
   private writeInFlight(sector: number, length: number): boolean {

@@ -25,7 +25,6 @@ function threadCpuMs(): number {
   }
 }
 
-
 const port = parentPort;
 if (!port) throw new Error("hypervisor/vm/worker.js must run in a worker thread");
 const { spec, wasm } = workerData as WorkerData;
