@@ -98,6 +98,7 @@ export class ChannelEndpoint {
   private readonly tx: Ring;
   private readonly rx: Ring;
   private handler: ((message: Uint8Array) => void) | undefined;
+  private batchEnd: (() => void) | undefined;
   /** Hand the handler views into the ring rather than copies (see onMessage). */
   private borrow = false;
   private errorHandler: ((error: ChannelError) => void) | undefined;
@@ -183,10 +184,12 @@ export class ChannelEndpoint {
    * returns (no copy, no garbage: for bulk data the handler copies straight
    * to where it goes, and copies what it keeps). While the loop runs it
    * keeps the thread alive, like an open socket; close() or revocation ends
-   * it.
+   * it. `onBatchEnd` runs after each run of messages that were waiting
+   * together (a handler that merges messages hands on what it holds).
    */
-  onMessage(handler: (message: Uint8Array) => void, options: { borrow?: boolean } = {}): void {
+  onMessage(handler: (message: Uint8Array) => void, options: { borrow?: boolean; onBatchEnd?: () => void } = {}): void {
     this.handler = handler;
+    this.batchEnd = options.onBatchEnd;
     this.borrow = options.borrow ?? false;
     if (this.running || this.closed) return;
     this.running = true;
@@ -279,6 +282,7 @@ export class ChannelEndpoint {
       this.report(new ChannelError("corrupt", e.message, { cause: e }));
       return "corrupt";
     } finally {
+      if (count > 0 && this.batchEnd) this.guarded(this.batchEnd);
       this.draining = false;
     }
   }
@@ -287,13 +291,17 @@ export class ChannelEndpoint {
   private readonly deliver = (message: Uint8Array): void => {
     this.stats.messagesReceived++;
     this.stats.bytesReceived += message.byteLength;
+    if (this.handler) this.guarded(this.handler, message);
+  };
+
+  private guarded<A extends unknown[]>(f: (...args: A) => void, ...args: A): void {
     try {
-      this.handler?.(message);
+      f(...args);
     } catch (e) {
       this.stats.handlerErrors++;
       this.report(new ChannelError("handler", `message handler threw: ${String(e)}`, { cause: e }));
     }
-  };
+  }
 
   private deliverCopy(): boolean {
     const message = this.rx.read();

@@ -20,7 +20,7 @@ import type { InjectedFault } from "./control/protocol.js";
 import { processAlive } from "./process-alive.js";
 import { ensureImage } from "../drivervm/disk/image-file.js";
 import { Wire, WIRE_NET } from "../drivervm/net/wire.js";
-import { APP_MAC } from "../bridge/virtio-net/device.js";
+import { APP_MAC, VIRTIO_NET_FEATURES } from "../bridge/virtio-net/device.js";
 import type { BlockMetricsSnapshot } from "../bridge/virtio-blk/metrics.js";
 import { SnapshotStore } from "./vm/snapshot.js";
 import type { RoleConfig } from "./vm/spec.js";
@@ -254,9 +254,16 @@ export class Hypervisor extends EventEmitter {
       if (this.caps.holds(task, { kind: "service", service: "net", side: "server" })) devices.push({ kind: "net-backend" });
     }
     if (this.caps.holds(task, { kind: "service", service: "net", side: "client" })) devices.push({ kind: "virtio-net", mac: APP_MAC });
-    // The snapshot depends on the devices, not on where the image file or the wire's socket is.
+    // The snapshot depends on the devices, not on where the image file or the wire's socket is;
+    // and on the features a virtio device offers, which its guest driver accepted before the snapshot.
     const shape = devices.map((d) =>
-      d.kind === "physical-disk" ? { kind: d.kind, sizeBytes: this.disk!.sizeBytes } : d.kind === "wire" ? { kind: d.kind } : d,
+      d.kind === "physical-disk"
+        ? { kind: d.kind, sizeBytes: this.disk!.sizeBytes }
+        : d.kind === "wire"
+          ? { kind: d.kind }
+          : d.kind === "virtio-net"
+            ? { ...d, features: VIRTIO_NET_FEATURES }
+            : d,
     );
     return { devices, shape };
   }

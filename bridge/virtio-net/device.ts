@@ -4,9 +4,10 @@
 // receive buffers the guest has posted. The link stays up in the guest
 // while the net VM reboots: frames in the gap are dropped and counted, and
 // TCP retransmits them.
-import { addVirtioDevice, type Machine, type VirtioDevice } from "../../hypervisor/v86/adapter.js";
+import { addVirtioDevice, type Machine, type VirtioDevice, type VirtioRequest } from "../../hypervisor/v86/adapter.js";
 import { MAX_FRAME, frameProblem } from "../frame-message.js";
 import { RecoveryClock } from "../recovery.js";
+import { Coalescer, SEGMENT_HEADERS } from "./coalesce.js";
 import { NetMetrics } from "./metrics.js";
 
 /** The virtio-net PCI function's place in the app VM (a free slot). */
@@ -19,14 +20,24 @@ const TX = 1;
 const QUEUE_SIZE = 256;
 /** virtio_net_hdr with num_buffers: 12 bytes in front of every frame (VERSION_1). */
 const HEADER_BYTES = 12;
-/** The header of every received frame: no offloads, num_buffers 1 (little-endian, at byte 10). */
-const RX_HEADER = Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+/** The header of a received frame, rewritten per frame (only one is being written at a time). */
+const rxHeader = new Uint8Array(HEADER_BYTES);
 /** Where a transmitted frame is read out of the guest; the largest a valid one can be. */
 const txScratch = new Uint8Array(HEADER_BYTES + MAX_FRAME);
-// Feature bits: MTU 3, MAC 5, STATUS 16. No checksum or segmentation
-// offloads (the guest computes checksums, frames stay <= 1514 bytes) and no
-// EVENT_IDX (V86-NOTES.md).
-const FEATURES = [3, 5, 16];
+const F_GUEST_CSUM = 1;
+const F_GUEST_TSO4 = 7;
+const F_MRG_RXBUF = 15;
+/** virtio_net_hdr.flags: the checksums were verified (needs GUEST_CSUM). */
+const HDR_F_DATA_VALID = 2;
+const HDR_GSO_TCPV4 = 1;
+/**
+ * Feature bits: GUEST_CSUM 1, MTU 3, MAC 5, GUEST_TSO4 7, MRG_RXBUF 15,
+ * STATUS 16. The receive offloads let merged TCP segments in (see
+ * coalesce.ts), spread over several posted buffers; the guest still
+ * computes its own checksums and sends frames of at most 1514 bytes. No
+ * EVENT_IDX (V86-NOTES.md).
+ */
+export const VIRTIO_NET_FEATURES: readonly number[] = [F_GUEST_CSUM, 3, 5, F_GUEST_TSO4, F_MRG_RXBUF, 16];
 const LINK_UP = 1;
 const MTU = MAX_FRAME - 14;
 /** Frames from the link waiting for the guest to post receive buffers. */
@@ -56,7 +67,8 @@ export class VirtioNetFrontEnd {
   readonly metrics = new NetMetrics();
   readonly recovery = new RecoveryClock();
   private link: NetLink | undefined;
-  private readonly backlog: Uint8Array[] = [];
+  private readonly backlog: Array<{ frame: Uint8Array; gsoSize: number; checked: boolean }> = [];
+  private readonly coalescer = new Coalescer((frame, gsoSize, checked) => this.enqueue(frame, gsoSize, checked));
   private readonly held: Array<{ frame: Uint8Array; at: number }> = [];
   private device!: VirtioDevice;
 
@@ -71,7 +83,7 @@ export class VirtioNetFrontEnd {
       pciSlot: VIRTIO_NET_SLOT,
       deviceId: 0x1041,
       subsystemId: 1,
-      features: FEATURES,
+      features: [...VIRTIO_NET_FEATURES],
       queueSizes: [QUEUE_SIZE, QUEUE_SIZE],
       portBase: 0xea00,
       config: [
@@ -97,6 +109,7 @@ export class VirtioNetFrontEnd {
     // The guest is at work on its network: frames waiting on the link go in
     // now rather than at the end of the slice of guest time.
     this.link?.poll?.();
+    this.endOfBatch();
   }
 
   /** Connects (or reconnects) the net VM. */
@@ -112,6 +125,7 @@ export class VirtioNetFrontEnd {
 
   /** The net VM went away: frames from the guest are dropped until attach(). */
   detach(): void {
+    this.endOfBatch();
     this.link = undefined;
     this.recovery.lost();
   }
@@ -149,37 +163,99 @@ export class VirtioNetFrontEnd {
    */
   receive(frame: Uint8Array): void {
     this.recovery.served();
-    if (this.backlog.length === 0 && this.deliver(frame)) return;
+    if (this.coalescing()) this.coalescer.push(frame);
+    else this.enqueue(frame, 0, false);
+  }
+
+  /** The frames that came from the net VM together are all here: hand on what the coalescer holds. */
+  endOfBatch(): void {
+    this.coalescer.flush();
+  }
+
+  /** Whether the guest takes merged segments: it accepted the receive offloads and buffers that a packet may span. */
+  private coalescing(): boolean {
+    return this.device.accepted(F_GUEST_TSO4) && this.device.accepted(F_GUEST_CSUM) && this.device.accepted(F_MRG_RXBUF);
+  }
+
+  private enqueue(frame: Uint8Array, gsoSize: number, checked: boolean): void {
+    if (this.backlog.length === 0 && this.deliver(frame, gsoSize, checked)) return;
     if (this.backlog.length >= BACKLOG_MAX) return this.metrics.drop("no-guest-buffer");
-    this.backlog.push(frame.slice());
+    this.backlog.push({ frame: frame.slice(), gsoSize, checked });
   }
 
   /** The guest posted receive buffers: hand it what waits. */
   private deliverBacklog(): void {
-    while (this.backlog.length > 0 && this.deliver(this.backlog[0])) this.backlog.shift();
+    while (this.backlog.length > 0) {
+      const { frame, gsoSize, checked } = this.backlog[0]!;
+      if (!this.deliver(frame, gsoSize, checked)) break;
+      this.backlog.shift();
+    }
   }
 
-  /** False when the guest has no receive buffer posted (the frame is kept). */
-  private deliver(frame: Uint8Array): boolean {
-    const req = this.device.pop(RX);
-    if (!req) return false;
-    if (req.fault || req.writableBytes < HEADER_BYTES + frame.length) {
-      this.metrics.drop("guest-buffer-bad");
-      this.onViolation(`app VM posted an unusable receive buffer (${req.fault ?? `${req.writableBytes} bytes`})`);
-    } else {
-      req.write(RX_HEADER);
-      req.write(frame);
-      this.metrics.received(frame.length);
+  /**
+   * Into the guest's posted buffers: one, or with MRG_RXBUF as many as the
+   * frame needs. False when the guest has not posted enough yet (the frame
+   * is kept, and so are its buffers).
+   */
+  private deliver(frame: Uint8Array, gsoSize: number, checked: boolean): boolean {
+    const need = HEADER_BYTES + frame.length;
+    const spread = this.device.accepted(F_MRG_RXBUF);
+    const bufs: VirtioRequest[] = [];
+    let room = 0;
+    while (room < need) {
+      const req = this.device.pop(RX);
+      if (!req) {
+        // Not enough posted yet: wait for the guest to post more.
+        this.device.giveBack(RX, bufs.length);
+        return false;
+      }
+      bufs.push(req);
+      if (req.fault) return this.refuse(bufs, req.fault);
+      room += req.writableBytes;
+      if (!spread || bufs.length === QUEUE_SIZE) break;
     }
-    this.device.complete(RX, req);
+    if (room < need) return this.refuse(bufs, `${room} bytes for a frame of ${frame.length}`);
+    rxHeader.fill(0);
+    rxHeader[0] = checked ? HDR_F_DATA_VALID : 0;
+    if (gsoSize > 0) {
+      rxHeader[1] = HDR_GSO_TCPV4;
+      rxHeader[2] = SEGMENT_HEADERS;
+      rxHeader[4] = gsoSize & 0xff;
+      rxHeader[5] = gsoSize >>> 8;
+    }
+    rxHeader[10] = bufs.length & 0xff;
+    rxHeader[11] = bufs.length >>> 8;
+    bufs[0]!.write(rxHeader);
+    let at = 0;
+    for (const b of bufs) at += b.write(frame.subarray(at));
+    this.metrics.received(frame.length);
+    this.device.completeAll(RX, bufs);
     return true;
   }
 
-  status(): ReturnType<NetMetrics["snapshot"]> & ReturnType<RecoveryClock["snapshot"]> & { linkUp: boolean; backlog: number; held: number } {
-    return { ...this.metrics.snapshot(), ...this.recovery.snapshot(), linkUp: this.link !== undefined, backlog: this.backlog.length, held: this.held.length };
+  /** The guest posted a buffer we cannot use: the frame is dropped, the buffers go back unfilled. */
+  private refuse(bufs: VirtioRequest[], why: string): true {
+    this.metrics.drop("guest-buffer-bad");
+    this.onViolation(`app VM posted an unusable receive buffer (${why})`);
+    this.device.completeAll(RX, bufs);
+    return true;
+  }
+
+  status(): ReturnType<NetMetrics["snapshot"]> &
+    ReturnType<RecoveryClock["snapshot"]> & { linkUp: boolean; backlog: number; held: number; coalesced: { frames: number; segments: number } } {
+    const { merged, segments } = this.coalescer.stats;
+    return {
+      ...this.metrics.snapshot(),
+      ...this.recovery.snapshot(),
+      linkUp: this.link !== undefined,
+      backlog: this.backlog.length,
+      held: this.held.length,
+      coalesced: { frames: merged, segments },
+    };
   }
 
   getState(): unknown {
+    this.endOfBatch();
     return this.device.getState();
   }
 

@@ -30,7 +30,7 @@ export function virtioNetDevice(ctx: DeviceContext, mac: string): HostDevice {
             if (n % 100 === 1) ctx.peerViolation("net", `net VM sent a malformed frame message: ${bad.code}: ${bad.detail}`);
           },
         ),
-        { borrow: true },
+        { borrow: true, onBatchEnd: () => frontEnd.endOfBatch() },
       );
       frontEnd.attach({ send: (frame) => ep.send(encodeFrame(frame)), poll: () => ep.poll() });
     },

@@ -675,6 +675,8 @@ interface V86Queue {
 }
 interface V86VirtIO {
   queues: V86Queue[];
+  /** The feature bits the driver accepted, 32 per word (the offered ones until it writes them). */
+  driver_feature: Uint32Array;
   raise_irq(type: number): void;
   get_state(): unknown;
   set_state(state: unknown): void;
@@ -722,8 +724,18 @@ export interface VirtioRequest {
 export interface VirtioDevice {
   /** Pops one request; undefined when the queue is empty, unconfigured, or its ring is malformed. */
   pop(queue: number): VirtioRequest | undefined;
+  /**
+   * Un-takes the last `count` requests popped and not completed: the next
+   * pops return them again (a packet that needs more receive buffers than
+   * the guest has posted waits for more, keeping none).
+   */
+  giveBack(queue: number, count: number): void;
   /** Hands a request back to the guest (used ring) and interrupts it. */
   complete(queue: number, request: VirtioRequest): void;
+  /** Hands several requests back at once, in order, with one interrupt. */
+  completeAll(queue: number, requests: readonly VirtioRequest[]): void;
+  /** Whether the driver accepted a feature bit it was offered. */
+  accepted(feature: number): boolean;
   queueReady(queue: number): boolean;
   getState(): unknown;
   setState(state: unknown): void;
@@ -770,7 +782,7 @@ export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): Virti
     throw new V86AdapterError(`v86 ${installedV86Version()}: no VirtIO class on devices.virtio_console (pinned ${PINNED_V86_VERSION})`);
   }
   if (c.cpu.devices.pci.device_spaces[spec.pciSlot << 3]) throw new V86AdapterError(`PCI slot 0x${spec.pciSlot.toString(16)} is taken`);
-  const virtio = new VirtIO(c.cpu, {
+  const virtio: V86VirtIO = new VirtIO(c.cpu, {
     name: spec.name,
     pci_id: spec.pciSlot << 3,
     device_id: spec.deviceId,
@@ -792,21 +804,32 @@ export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): Virti
     bytes: () => guestMemory(c.cpu),
     written: (start, end) => c.cpu.jit_dirty_cache(start, end),
   };
+  if (!(virtio.driver_feature instanceof Uint32Array)) {
+    throw new V86AdapterError(`v86 ${installedV86Version()}: VirtIO has no driver_feature words (pinned ${PINNED_V86_VERSION})`);
+  }
   const registers = virtio.queues.map(queueRegisters);
   const queue = (q: number): V86Queue | undefined => virtio.queues[q];
   const ready = (q: number) => {
     const vq = queue(q);
     return !!vq && vq.enabled && !!vq.desc_addr && !!vq.avail_addr && !!vq.used_addr;
   };
+  const completeAll = (q: number, requests: readonly VirtioRequest[]) => {
+    const chains = requests.filter((r): r is DescriptorChain => r instanceof DescriptorChain);
+    if (chains.length === 0 || !ready(q)) return;
+    if (pushUsed(ram, registers[q]!, chains)) virtio.raise_irq(VIRTIO_ISR_QUEUE);
+    wake(c);
+  };
   return {
     queueReady: ready,
     // A chain is the request: it reads and writes only its own checked buffers.
     pop: (q) => (ready(q) ? popChain(ram, registers[q]!) : undefined),
-    complete(q, request) {
-      if (!(request instanceof DescriptorChain) || !ready(q)) return;
-      if (pushUsed(ram, registers[q]!, [request])) virtio.raise_irq(VIRTIO_ISR_QUEUE);
-      wake(c);
+    giveBack(q, count) {
+      const r = registers[q];
+      if (r && count > 0) r.lastAvail = (r.lastAvail - count) & 0xffff;
     },
+    complete: (q, request) => completeAll(q, [request]),
+    completeAll,
+    accepted: (feature) => feature >= 0 && feature < 128 && (virtio.driver_feature[feature >>> 5]! & (1 << (feature & 31))) !== 0,
     // v86's VirtIO state holds typed arrays and its queue objects: make it plain JSON.
     getState: () =>
       (virtio.get_state() as unknown[]).map((v, i) =>

@@ -41,11 +41,23 @@ export class FakeRequest implements VirtioRequest {
 export class FakeDevice implements VirtioDevice {
   readonly queue: FakeRequest[] = [];
   readonly completed: FakeRequest[] = [];
+  private readonly popped: FakeRequest[] = [];
   pop(): VirtioRequest | undefined {
-    return this.queue.shift();
+    const r = this.queue.shift();
+    if (r) this.popped.push(r);
+    return r;
+  }
+  giveBack(_q: number, count: number): void {
+    if (count > 0) this.queue.unshift(...this.popped.splice(-count));
   }
   complete(_q: number, r: VirtioRequest): void {
     this.completed.push(r as FakeRequest);
+  }
+  completeAll(q: number, rs: readonly VirtioRequest[]): void {
+    for (const r of rs) this.complete(q, r);
+  }
+  accepted(): boolean {
+    return true;
   }
   queueReady(): boolean {
     return true;

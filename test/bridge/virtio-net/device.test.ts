@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { VirtioNetFrontEnd } from "../../../dist/bridge/virtio-net/device.js";
 import type { VirtioDevice, VirtioRequest } from "../../../dist/hypervisor/v86/adapter.js";
 import { FakeRequest } from "../fake-virtio.js";
+import { bytes, concat, segment } from "./segments.js";
 
 /** A virtio-net buffer: all of its writable bytes take the frame (no status byte). */
 class Req extends FakeRequest {
@@ -16,11 +17,27 @@ class Req extends FakeRequest {
 class Device implements VirtioDevice {
   readonly queues: Req[][] = [[], []];
   readonly completed: Array<[number, Req]> = [];
+  /** Feature bits the guest accepted (the tests pick). */
+  readonly features = new Set<number>();
+  readonly completions: number[] = [];
+  private readonly popped: Req[][] = [[], []];
   pop(q: number): VirtioRequest | undefined {
-    return this.queues[q].shift();
+    const r = this.queues[q].shift();
+    if (r) this.popped[q].push(r);
+    return r;
+  }
+  giveBack(q: number, count: number): void {
+    if (count > 0) this.queues[q].unshift(...this.popped[q].splice(-count));
   }
   complete(q: number, r: VirtioRequest): void {
-    this.completed.push([q, r as Req]);
+    this.completeAll(q, [r]);
+  }
+  completeAll(q: number, rs: readonly VirtioRequest[]): void {
+    for (const r of rs) this.completed.push([q, r as Req]);
+    this.completions.push(rs.length);
+  }
+  accepted(feature: number): boolean {
+    return this.features.has(feature);
   }
   queueReady(): boolean {
     return true;
@@ -78,6 +95,75 @@ describe("VirtioNetFrontEnd (app VM side)", () => {
     expect(buf.written[10]).toBe(1); // num_buffers
     expect(buf.written.slice(12).every((b) => b === 1)).toBe(true);
     expect(fe.status()).toMatchObject({ backlog: 0, framesIn: 1 });
+  });
+
+  describe("with the receive offloads accepted (GUEST_CSUM, GUEST_TSO4, MRG_RXBUF)", () => {
+    const offloads = () => {
+      const t = setup();
+      for (const f of [1, 7, 15]) t.device.features.add(f);
+      return t;
+    };
+    const rxBufs = (device: Device, n: number, size = 1526) => {
+      const bufs = Array.from({ length: n }, () => new Req(new Uint8Array(0), size));
+      device.queues[RX].push(...bufs);
+      return bufs;
+    };
+    const parts = [0, 1, 2, 3, 4].map((i) => bytes(1460, 30 + i));
+    const frames = parts.map((p, i) => segment({ seq: 9000 + 1460 * i, payload: p }));
+
+    it("hands a batch of segments to the guest as one GSO packet over as many buffers as it needs, with one interrupt", () => {
+      const { device, fe } = offloads();
+      const bufs = rxBufs(device, 8);
+      for (const f of frames) fe.receive(f);
+      expect(device.completed).toHaveLength(0); // held until the batch ends
+      fe.endOfBatch();
+      const total = 12 + 54 + 5 * 1460;
+      const used = Math.ceil(total / 1526);
+      expect(device.completions).toEqual([used]);
+      const written = Uint8Array.from(bufs.slice(0, used).flatMap((b) => b.written));
+      expect(written.length).toBe(total);
+      expect([...written.subarray(0, 12)]).toEqual([2, 1, 54, 0, 1460 & 0xff, 1460 >> 8, 0, 0, 0, 0, used, 0]);
+      expect(written.subarray(12 + 54)).toEqual(concat(parts));
+      expect(device.queues[RX]).toHaveLength(8 - used);
+      expect(fe.status()).toMatchObject({ framesIn: 1, coalesced: { frames: 1, segments: 5 } });
+    });
+
+    it("keeps a packet, and gives its buffers back, until the guest has posted enough", () => {
+      const { device, fe } = offloads();
+      rxBufs(device, 2);
+      for (const f of frames) fe.receive(f);
+      fe.endOfBatch();
+      expect(device.completed).toHaveLength(0);
+      expect(device.queues[RX]).toHaveLength(2); // given back, not lost
+      expect(fe.status().backlog).toBe(1);
+      rxBufs(device, 4);
+      fe.onNotify(RX);
+      expect(device.completions).toEqual([5]);
+      expect(fe.status()).toMatchObject({ backlog: 0, framesIn: 1 });
+    });
+
+    it("marks a lone checked segment DATA_VALID without GSO, and anything else neither", () => {
+      const { device, fe } = offloads();
+      const bufs = rxBufs(device, 2);
+      fe.receive(frames[0]!);
+      fe.receive(new Uint8Array(60).fill(9)); // not TCP: passes through as it is
+      fe.endOfBatch();
+      expect(bufs.map((b) => [...b.written.slice(0, 12)])).toEqual([
+        [2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+      ]);
+      expect(bufs[1]!.written.slice(12)).toEqual([...new Uint8Array(60).fill(9)]);
+    });
+
+    it("without MRG_RXBUF, never spreads a frame: one buffer each, merged or not", () => {
+      const { device, fe } = setup();
+      for (const f of [1, 7]) device.features.add(f);
+      const bufs = rxBufs(device, 5);
+      for (const f of frames) fe.receive(f);
+      fe.endOfBatch();
+      expect(device.completions).toEqual([1, 1, 1, 1, 1]);
+      expect(bufs.every((b) => b.written.length === 12 + 54 + 1460 && b.written[0] === 0)).toBe(true);
+    });
   });
 
   it("drops a frame for a receive buffer that is too small, and counts it", () => {
