@@ -42,6 +42,8 @@ const LINK_UP = 1;
 const MTU = MAX_FRAME - 14;
 /** Frames from the link waiting for the guest to post receive buffers. */
 const BACKLOG_MAX = 512;
+/** ... and their bytes: a merged segment can be 64 KiB. */
+const BACKLOG_MAX_BYTES = 4 << 20;
 /**
  * Frames the guest sends while the net VM reboots wait for its successor, a
  * bounded while: its TCP then sees a delay, not a loss and a retransmission
@@ -68,6 +70,7 @@ export class VirtioNetFrontEnd {
   readonly recovery = new RecoveryClock();
   private link: NetLink | undefined;
   private readonly backlog: Array<{ frame: Uint8Array; gsoSize: number; checked: boolean }> = [];
+  private backlogBytes = 0;
   private readonly coalescer = new Coalescer((frame, gsoSize, checked) => this.enqueue(frame, gsoSize, checked));
   private readonly held: Array<{ frame: Uint8Array; at: number }> = [];
   private device!: VirtioDevice;
@@ -179,8 +182,9 @@ export class VirtioNetFrontEnd {
 
   private enqueue(frame: Uint8Array, gsoSize: number, checked: boolean): void {
     if (this.backlog.length === 0 && this.deliver(frame, gsoSize, checked)) return;
-    if (this.backlog.length >= BACKLOG_MAX) return this.metrics.drop("no-guest-buffer");
+    if (this.backlog.length >= BACKLOG_MAX || this.backlogBytes + frame.length > BACKLOG_MAX_BYTES) return this.metrics.drop("no-guest-buffer");
     this.backlog.push({ frame: frame.slice(), gsoSize, checked });
+    this.backlogBytes += frame.length;
   }
 
   /** The guest posted receive buffers: hand it what waits. */
@@ -189,6 +193,7 @@ export class VirtioNetFrontEnd {
       const { frame, gsoSize, checked } = this.backlog[0]!;
       if (!this.deliver(frame, gsoSize, checked)) break;
       this.backlog.shift();
+      this.backlogBytes -= frame.length;
     }
   }
 

@@ -155,6 +155,19 @@ describe("VirtioNetFrontEnd (app VM side)", () => {
       expect(bufs[1]!.written.slice(12)).toEqual([...new Uint8Array(60).fill(9)]);
     });
 
+    it("bounds the bytes it keeps for the guest, not only the frames: merged segments are large", () => {
+      const { fe } = offloads();
+      const seg = bytes(1460, 77);
+      for (let batch = 0; batch < 100; batch++) {
+        for (let i = 0; i < 44; i++) fe.receive(segment({ seq: (batch * 44 + i) * 1460, payload: seg }));
+        fe.endOfBatch();
+      }
+      const st = fe.status();
+      expect(st.backlog).toBeLessThanOrEqual(Math.floor((4 << 20) / (54 + 44 * 1460)));
+      expect(st.backlog).toBeGreaterThan(50);
+      expect(st.drops["no-guest-buffer"]).toBe(100 - st.backlog);
+    });
+
     it("without MRG_RXBUF, never spreads a frame: one buffer each, merged or not", () => {
       const { device, fe } = setup();
       for (const f of [1, 7]) device.features.add(f);
