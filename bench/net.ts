@@ -154,11 +154,31 @@ const pick = (rs: Result[]) => {
     pingMs: median(rs.map((r) => r.pingMs)),
     perMB: medianDownload.perMB,
     processMsPerMB: medianDownload.processMsPerMB,
+    /** The median download's own rate, which its per-MB work goes with. */
+    medianDownloadMbps: medianDownload.mbps,
   };
 };
 const v = pick(viaNetVm);
 const d = pick(direct);
-const report = { date: new Date().toISOString(), rounds, mib, requests, warmupSeconds, viaNetVm: v, direct: d, ratio: v.mbps / d.mbps, rawRounds: { viaNetVm, direct }, net, baselineNic };
+// What bounds one download: how much of it each VM spent on a CPU, and what the path's busiest VM could carry if it never waited.
+const onCpu = (w: { cpuMs: number }, mbps: number) => (w.cpuMs * mbps) / 1000;
+const busiest = v.perMB.reduce((a, b) => (b.cpuMs > a.cpuMs ? b : a));
+const busiestCeiling = 1000 / busiest.cpuMs;
+const coalesced = (net?.frontEnd?.coalesced ?? null) as { frames: number; segments: number } | null;
+const report = {
+  date: new Date().toISOString(),
+  rounds,
+  mib,
+  requests,
+  warmupSeconds,
+  viaNetVm: v,
+  direct: d,
+  ratio: v.mbps / d.mbps,
+  busiestVm: { role: busiest.role, ceilingMbps: busiestCeiling, ratioToDirect: busiestCeiling / d.mbps },
+  rawRounds: { viaNetVm, direct },
+  net,
+  baselineNic,
+};
 if (args.json) process.stdout.write(JSON.stringify(report, null, 2) + "\n");
 else {
   const f = (x: number, n = 1) => x.toFixed(n);
@@ -178,6 +198,11 @@ else {
       ),
       `  whole process, via net VM ${f(v.processMsPerMB, 0)} ms, direct ${f(d.processMsPerMB, 0)} ms (all threads: the VMs' workers, V8's compiler and`,
       "  garbage-collector threads, the main thread; the wire's slirp helper is a process of its own)",
+      `  on a CPU during the median download: ${v.perMB.map((w) => `${w.role} VM ${f(100 * onCpu(w, v.medianDownloadMbps), 0)}%`).join(", ")}; baseline VM ${f(100 * onCpu(d.perMB[0], d.medianDownloadMbps), 0)}%`,
+      `  the path's busiest VM (${busiest.role}) on a CPU all the time would carry ${f(busiestCeiling, 2)} MB/s, ${f(busiestCeiling / d.mbps, 2)} of direct`,
+      ...(coalesced
+        ? [`  merged into the app VM over the run: ${coalesced.segments} TCP segments in ${coalesced.frames} packets (${f(coalesced.segments / Math.max(1, coalesced.frames), 1)} per packet)`]
+        : []),
       "",
       `drops on the path: front end ${JSON.stringify(net?.frontEnd?.drops ?? {})}, back end ${JSON.stringify(net?.backEnd?.drops ?? {})}, NIC ${JSON.stringify(net?.nic?.drops ?? {})}`,
       `interrupt nudges (lost NE2000 receive interrupts): net VM ${String(net?.nic?.nudges ?? "?")}, baseline ${String(baselineNic?.nudges ?? "?")}`,
