@@ -16,9 +16,14 @@ export const HOST_PACKAGES = [
   "gcc-multilib",
   "seabios",
   "xz-utils",
-  // The wire behind the net VM's NIC: a host helper built on QEMU's user-mode network.
+  // The wire behind the net VM's NIC: a host helper built on QEMU's user-mode network,
+  // libslirp, rebuilt from Debian's source of the installed libslirp-dev with our patch.
   "libslirp-dev",
   "pkg-config",
+  "libglib2.0-dev",
+  "meson",
+  "ninja-build",
+  "bzip2",
 ];
 
 function installed(pkg: string): boolean {

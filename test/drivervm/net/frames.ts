@@ -68,17 +68,24 @@ export interface TcpOut {
   ack?: number;
   flags: number;
   window?: number;
+  /** TCP options, already padded to a multiple of 4 bytes. */
+  options?: Buffer;
   payload?: Buffer;
 }
 
+/** The window-scale option (RFC 7323) with a no-op in front, 4 bytes. */
+export const windowScaleOption = (shift: number) => Buffer.from([1, 3, 3, shift]);
+
 /** A whole frame from the guest to DST carrying one TCP segment. */
 export function tcpFrame(dst: string, t: TcpOut): Buffer {
-  const h = Buffer.alloc(20);
+  const options = t.options ?? Buffer.alloc(0);
+  const h = Buffer.alloc(20 + options.length);
   h.writeUInt16BE(t.sport, 0);
   h.writeUInt16BE(t.dport, 2);
   h.writeUInt32BE(t.seq >>> 0, 4);
   h.writeUInt32BE((t.ack ?? 0) >>> 0, 8);
-  h[12] = 5 << 4;
+  h[12] = (5 + options.length / 4) << 4;
+  options.copy(h, 20);
   h[13] = t.flags;
   h.writeUInt16BE(t.window ?? 65535, 14);
   const seg = Buffer.concat([h, t.payload ?? Buffer.alloc(0)]);
@@ -141,7 +148,7 @@ export interface Parsed {
   type: number;
   arp?: { op: number; senderMac: string; senderIp: string; targetMac: string; targetIp: string };
   ip?: { src: string; dst: string; proto: number; checksumOk: boolean; payload: Buffer };
-  tcp?: { sport: number; dport: number; seq: number; ack: number; flags: number; checksumOk: boolean; payload: Buffer };
+  tcp?: { sport: number; dport: number; seq: number; ack: number; flags: number; window: number; windowScale?: number; checksumOk: boolean; payload: Buffer };
   udp?: { sport: number; dport: number; payload: Buffer };
   icmp?: { type: number; code: number; id: number; seq: number; payload: Buffer };
 }
@@ -171,6 +178,8 @@ export function parse(f: Buffer): Parsed {
       seq: payload.readUInt32BE(4),
       ack: payload.readUInt32BE(8),
       flags: payload[13],
+      window: payload.readUInt16BE(14),
+      windowScale: windowScaleIn(payload.subarray(20, off)),
       checksumOk: checksum(pseudo(p.ip.src, p.ip.dst, PROTO_TCP, payload.length), payload) === 0,
       payload: payload.subarray(off),
     };
@@ -180,6 +189,23 @@ export function parse(f: Buffer): Parsed {
     p.icmp = { type: payload[0], code: payload[1], id: payload.readUInt16BE(4), seq: payload.readUInt16BE(6), payload: payload.subarray(8) };
   }
   return p;
+}
+
+/** The shift of a window-scale option among TCP options, if there is one. */
+function windowScaleIn(options: Buffer): number | undefined {
+  for (let i = 0; i < options.length; ) {
+    const kind = options[i];
+    if (kind === 0) break;
+    if (kind === 1) {
+      i++;
+      continue;
+    }
+    const len = options[i + 1] ?? 0;
+    if (len < 2) break;
+    if (kind === 3 && len === 3) return options[i + 2];
+    i += len;
+  }
+  return undefined;
 }
 
 /** DHCP options of a BOOTP payload, by code. */

@@ -24,6 +24,7 @@ import {
   lengthPrefix,
   tcpFrame,
   udpFrame,
+  windowScaleOption,
   type Parsed,
 } from "./frames.js";
 
@@ -187,6 +188,48 @@ describe("slirp-wire", () => {
     expect(synAck.tcp!.dport).toBe(40001);
     expect(synAck.tcp!.checksumOk).toBe(true);
     await until("the host service to see the connection", () => srv.connections.length === 1);
+  });
+
+  it("scales its TCP window when the guest asks (our libslirp patch), and so keeps more than 64 KiB in flight", async () => {
+    const inFlight: Record<string, number> = {};
+    for (const scaled of [false, true]) {
+      const srv = await hostServer();
+      const wire = await startWire();
+      const c = await client(wire);
+      await c.announce();
+      const sport = scaled ? 40021 : 40020;
+      const seq = randomSeq();
+      c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq, flags: TH.SYN, options: scaled ? windowScaleOption(7) : undefined }));
+      const synAck = await c.next("SYN-ACK", isTcpFrom(srv.port));
+      // slirp offers scaling only to a guest that asked for it.
+      if (scaled) expect(synAck.tcp!.windowScale).toBeGreaterThan(0);
+      else expect(synAck.tcp!.windowScale).toBeUndefined();
+      const base = (synAck.tcp!.seq + 1) >>> 0;
+      // Our window: 8192 << 7 = 1 MiB when scaled, else the 64 KiB an unscaled window allows.
+      const window = scaled ? 8192 : 65535;
+      const ack = (n: number) => c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 1, ack: (base + n) >>> 0, flags: TH.ACK, window }));
+      ack(0);
+      await until("the host service to see the connection", () => srv.connections.length === 1);
+      srv.connections[0].write(Buffer.alloc(2 << 20, 7));
+      // Acknowledge the first 512 KiB as it comes (slirp's congestion window opens), then nothing:
+      // what still comes is what slirp keeps unacknowledged.
+      let received = 0;
+      let acked = 0;
+      for (;;) {
+        let p: Parsed;
+        try {
+          p = await within("more data", c.next("data", (q) => isTcpFrom(srv.port)(q) && q.tcp!.payload.length > 0), 500);
+        } catch {
+          break;
+        }
+        const end = (p.tcp!.seq - base + p.tcp!.payload.length) >>> 0;
+        if (end > received) received = end;
+        if (acked < 512 << 10) ack((acked = received));
+      }
+      inFlight[scaled ? "scaled" : "unscaled"] = received - acked;
+    }
+    expect(inFlight.unscaled).toBeLessThanOrEqual(65535);
+    expect(inFlight.scaled).toBeGreaterThan(65535);
   });
 
   it("refuses ports outside --allow-ports with its own RST, and passes the allowed ones", async () => {
