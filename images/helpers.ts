@@ -14,6 +14,7 @@ export const HELPERS: Record<string, string> = {
   blkbench: "bench/guest/blkbench.c",
   faultload: "guests/faultload.c",
   badvirtio: "guests/badvirtio.c",
+  udpflood: "guests/udpflood.c",
 };
 
 export const CFLAGS = ["-m32", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror"];

@@ -10,7 +10,7 @@ export type Role = (typeof ROLES)[number];
 
 /** The helpers each role's initramfs carries (in /bin); /init starts the right one. */
 export const ROLE_HELPERS: Record<Role, string[]> = {
-  app: ["agent", "blkbench", "faultload", "badvirtio"],
+  app: ["agent", "blkbench", "faultload", "badvirtio", "udpflood"],
   disk: ["blkback", "agent"],
   net: ["netback", "agent"],
   pci: ["pciback"],
