@@ -1,10 +1,11 @@
 /*
  * udpflood: a flood from the app VM, for the network path's tests. It sends
  * COUNT UDP datagrams of SIZE bytes to IP:PORT as fast as the guest's stack
- * takes them (a full queue is counted, not waited for), then prints
+ * takes them (a full socket buffer is waited for, briefly), then prints
  *   sent=N refused=N
- * where refused counts sends the guest's own stack turned away (ENOBUFS,
- * EAGAIN). Nothing is expected back: the port may be closed.
+ * where refused counts sends the guest's own stack turned away (ENOBUFS, an
+ * ICMP error from an earlier datagram, or a buffer still full after 100 ms).
+ * Nothing is expected back: the port may be closed.
  *
  *   udpflood IP PORT SIZE COUNT
  */
@@ -12,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,11 +41,18 @@ int main(int argc, char **argv)
 	memset(payload, 'x', sizeof payload);
 	long sent = 0, refused = 0;
 	for (long i = 0; i < count; i++) {
-		if (sendto(fd, payload, (size_t)size, 0, (struct sockaddr *)&to, sizeof to) >= 0)
+		int waited = 0;
+	again:
+		if (sendto(fd, payload, (size_t)size, 0, (struct sockaddr *)&to, sizeof to) >= 0) {
 			sent++;
-		else if (errno == ENOBUFS || errno == EAGAIN || errno == ECONNREFUSED)
-			refused++; /* the queue is full, or an ICMP error from the last one: keep going */
-		else {
+		} else if (errno == EAGAIN && !waited) {
+			struct pollfd p = { .fd = fd, .events = POLLOUT };
+			poll(&p, 1, 100);
+			waited = 1;
+			goto again;
+		} else if (errno == ENOBUFS || errno == EAGAIN || errno == ECONNREFUSED) {
+			refused++;
+		} else {
 			perror("udpflood: sendto");
 			return 1;
 		}

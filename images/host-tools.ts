@@ -18,9 +18,14 @@ export const HOST_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"];
  */
 export const SLIRP_PATCH = "drivervm/net/wire/libslirp-window-scaling.patch";
 
-/** The Debian archive's URIs the machine's apt already uses, for the same codename (a deb-src entry of our own reads them). */
-function debianArchives(codename: string): string[] {
-  const uris = new Set<string>();
+/**
+ * deb-src entries mirroring the machine's own deb entries for this release
+ * (its -updates and -security suites included, where a newer libslirp-dev
+ * may come from), as "URI SUITE" pairs.
+ */
+function debianSourceEntries(codename: string): string[] {
+  const entries = new Set<string>();
+  const ours = (suite: string) => suite === codename || suite.startsWith(`${codename}-`) || suite.startsWith(`${codename}/`);
   const dir = "/etc/apt/sources.list.d";
   const files = [...(existsSync(dir) ? readdirSync(dir).map((f) => join(dir, f)) : []), "/etc/apt/sources.list"].filter(
     (f) => existsSync(f) && /\.(sources|list)$/.test(f),
@@ -30,16 +35,17 @@ function debianArchives(codename: string): string[] {
     if (file.endsWith(".sources")) {
       for (const stanza of text.split(/\n\s*\n/)) {
         const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "mi").exec(stanza)?.[1]?.trim().split(/\s+/) ?? [];
-        if (field("Types").includes("deb") && field("Suites").includes(codename) && field("Components").includes("main")) field("URIs").forEach((u) => uris.add(u));
+        if (!field("Types").includes("deb") || !field("Components").includes("main")) continue;
+        for (const uri of field("URIs")) for (const suite of field("Suites")) if (ours(suite)) entries.add(`${uri} ${suite}`);
       }
     } else {
       for (const line of text.split("\n")) {
         const m = /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s+(.*)$/.exec(line.trim());
-        if (m && m[2] === codename && m[3]!.split(/\s+/).includes("main")) uris.add(m[1]!);
+        if (m && ours(m[2]!) && m[3]!.split(/\s+/).includes("main")) entries.add(`${m[1]} ${m[2]}`);
       }
     }
   }
-  return uris.size > 0 ? [...uris] : ["http://deb.debian.org/debian"];
+  return entries.size > 0 ? [...entries] : [`http://deb.debian.org/debian ${codename}`];
 }
 
 function osCodename(): string {
@@ -65,35 +71,42 @@ async function buildLibslirp(root: string, dir: string, progress: (msg: string) 
   if (existsSync(lib)) return { flags, key };
 
   progress(`host tools: building libslirp ${version} with window scaling (once)`);
-  rmSync(home, { recursive: true, force: true });
-  const apt = join(home, "apt");
+  // Built aside and moved into place whole: an interrupted build is never taken for a finished one.
+  const work = `${home}.tmp-${process.pid}`;
+  rmSync(work, { recursive: true, force: true });
+  const apt = join(work, "apt");
   mkdirSync(join(apt, "sources"), { recursive: true });
   mkdirSync(join(apt, "lists", "partial"), { recursive: true });
+  mkdirSync(join(apt, "cache", "archives", "partial"), { recursive: true });
   writeFileSync(join(apt, "sources.list"), "");
-  const codename = osCodename();
-  writeFileSync(
-    join(apt, "sources", "debian-src.sources"),
-    `Types: deb-src\nURIs: ${debianArchives(codename).join(" ")}\nSuites: ${codename}\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n`,
-  );
-  // A private apt state: the machine's own package lists and sources stay as they are.
-  const aptOpts = ["-o", `Dir::Etc::SourceList=${join(apt, "sources.list")}`, "-o", `Dir::Etc::SourceParts=${join(apt, "sources")}`, "-o", `Dir::State::Lists=${join(apt, "lists")}`];
+  const stanzas = debianSourceEntries(osCodename()).map((entry) => {
+    const [uri, suite] = entry.split(" ");
+    return `Types: deb-src\nURIs: ${uri}\nSuites: ${suite}\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n`;
+  });
+  writeFileSync(join(apt, "sources", "debian-src.sources"), stanzas.join("\n"));
+  // A private apt state: the machine's own package lists, caches and sources stay as they are.
+  const aptOpts = [
+    ["Dir::Etc::SourceList", join(apt, "sources.list")],
+    ["Dir::Etc::SourceParts", join(apt, "sources")],
+    ["Dir::State::Lists", join(apt, "lists")],
+    ["Dir::Cache", join(apt, "cache")],
+  ].flatMap(([k, v]) => ["-o", `${k}=${v}`]);
   try {
     await run("apt-get", [...aptOpts, "update", "-q"], { log });
-    await run("apt-get", [...aptOpts, "source", "--download-only", "-q", `libslirp=${version}`], { cwd: home, log });
+    await run("apt-get", [...aptOpts, "source", "--download-only", "-q", `libslirp=${version}`], { cwd: work, log });
   } catch (err) {
     throw new BuildError(`could not download the source of libslirp ${version} from the Debian package archive (is it reachable?): ${(err as Error).message}`);
   }
-  const orig = readdirSync(home).find((f) => /^libslirp_.*\.orig\.tar\.[a-z0-9]+$/.test(f));
-  if (!orig) throw new BuildError(`apt-get source left no libslirp .orig tarball in ${home}`);
-  mkdirSync(join(home, "unpack"));
-  await run("tar", ["-xf", join(home, orig), "-C", join(home, "unpack")], { log });
-  const [top] = readdirSync(join(home, "unpack"));
-  if (!top) throw new BuildError(`libslirp's tarball ${orig} was empty`);
-  renameSync(join(home, "unpack", top), join(home, "src"));
-  await run("patch", ["-p1", "--forward", "-i", join(root, SLIRP_PATCH)], { cwd: join(home, "src"), log });
-  await run("meson", ["setup", join(home, "build"), join(home, "src"), "-Ddefault_library=static", "--buildtype=release"], { log });
-  await run("ninja", ["-C", join(home, "build")], { log });
-  if (!existsSync(lib)) throw new BuildError(`building libslirp left no ${lib} (see ${log})`);
+  const dsc = readdirSync(work).find((f) => /^libslirp_.*\.dsc$/.test(f));
+  if (!dsc) throw new BuildError(`apt-get source left no libslirp .dsc in ${work}`);
+  // dpkg-source applies Debian's own patches, as the installed library has them; then ours.
+  await run("dpkg-source", ["--no-check", "-x", dsc, join(work, "src")], { cwd: work, log });
+  await run("patch", ["-p1", "--forward", "-i", join(root, SLIRP_PATCH)], { cwd: join(work, "src"), log });
+  await run("meson", ["setup", join(work, "build"), join(work, "src"), "-Ddefault_library=static", "--buildtype=release"], { log });
+  await run("ninja", ["-C", join(work, "build")], { log });
+  if (!existsSync(join(work, "build", "libslirp.a"))) throw new BuildError(`building libslirp left no libslirp.a (see ${log})`);
+  rmSync(home, { recursive: true, force: true });
+  renameSync(work, home);
   return { flags, key };
 }
 

@@ -101,7 +101,7 @@ export class Coalescer {
 
   /** A frame from the net VM; it may be a view that is only valid during the call. */
   push(frame: Uint8Array): void {
-    const seg = plainSegment(frame);
+    const seg = frame.length <= MAX_COALESCED ? plainSegment(frame) : undefined;
     if (!seg) {
       this.flush();
       this.sink(frame, 0, false);

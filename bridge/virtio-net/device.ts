@@ -203,8 +203,15 @@ export class VirtioNetFrontEnd {
    * is kept, and so are its buffers).
    */
   private deliver(frame: Uint8Array, gsoSize: number, checked: boolean): boolean {
+    if (gsoSize > 0 && !this.coalescing()) {
+      // Merged before the guest's driver reset; it no longer takes such packets. TCP resends.
+      this.metrics.drop("offload-withdrawn");
+      return true;
+    }
     const need = HEADER_BYTES + frame.length;
     const spread = this.device.accepted(F_MRG_RXBUF);
+    // Every buffer the queue can hold: past that, waiting for more is waiting forever.
+    const most = Math.max(1, this.device.queueSize(RX));
     const bufs: VirtioRequest[] = [];
     let room = 0;
     while (room < need) {
@@ -217,7 +224,7 @@ export class VirtioNetFrontEnd {
       bufs.push(req);
       if (req.fault) return this.refuse(bufs, req.fault);
       room += req.writableBytes;
-      if (!spread || bufs.length === QUEUE_SIZE) break;
+      if (!spread || bufs.length >= most) break;
     }
     if (room < need) return this.refuse(bufs, `${room} bytes for a frame of ${frame.length}`);
     rxHeader.fill(0);

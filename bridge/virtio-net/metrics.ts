@@ -13,7 +13,9 @@ export type DropReason =
   /** The guest had no receive buffer posted and the backlog was full. */
   | "no-guest-buffer"
   /** The guest posted a receive buffer outside its memory or too small. */
-  | "guest-buffer-bad";
+  | "guest-buffer-bad"
+  /** A merged segment waited while the guest's driver reset and no longer takes one. */
+  | "offload-withdrawn";
 
 export class NetMetrics {
   framesOut = 0;

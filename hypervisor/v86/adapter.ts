@@ -677,6 +677,8 @@ interface V86VirtIO {
   queues: V86Queue[];
   /** The feature bits the driver accepted, 32 per word (the offered ones until it writes them). */
   driver_feature: Uint32Array;
+  /** The driver's status bits; DRIVER_OK (4) once it has set the device up. */
+  device_status: number;
   raise_irq(type: number): void;
   get_state(): unknown;
   set_state(state: unknown): void;
@@ -734,14 +736,21 @@ export interface VirtioDevice {
   complete(queue: number, request: VirtioRequest): void;
   /** Hands several requests back at once, in order, with one interrupt. */
   completeAll(queue: number, requests: readonly VirtioRequest[]): void;
-  /** Whether the driver accepted a feature bit it was offered. */
+  /**
+   * Whether the driver accepted a feature bit it was offered, and has set the
+   * device up (DRIVER_OK): until then v86 reports every offered bit, and
+   * after a reset it does so again until the driver chooses.
+   */
   accepted(feature: number): boolean;
+  /** The queue's size as the driver set it (0 when it has not). */
+  queueSize(queue: number): number;
   queueReady(queue: number): boolean;
   getState(): unknown;
   setState(state: unknown): void;
 }
 
 const VIRTIO_F_VERSION_1 = 32;
+const VIRTIO_STATUS_DRIVER_OK = 4;
 /** isr_status bit: a used ring changed. */
 const VIRTIO_ISR_QUEUE = 1;
 
@@ -804,8 +813,8 @@ export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): Virti
     bytes: () => guestMemory(c.cpu),
     written: (start, end) => c.cpu.jit_dirty_cache(start, end),
   };
-  if (!(virtio.driver_feature instanceof Uint32Array)) {
-    throw new V86AdapterError(`v86 ${installedV86Version()}: VirtIO has no driver_feature words (pinned ${PINNED_V86_VERSION})`);
+  if (!(virtio.driver_feature instanceof Uint32Array) || typeof virtio.device_status !== "number") {
+    throw new V86AdapterError(`v86 ${installedV86Version()}: VirtIO has no driver_feature words or device_status (pinned ${PINNED_V86_VERSION})`);
   }
   const registers = virtio.queues.map(queueRegisters);
   const queue = (q: number): V86Queue | undefined => virtio.queues[q];
@@ -829,7 +838,12 @@ export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): Virti
     },
     complete: (q, request) => completeAll(q, [request]),
     completeAll,
-    accepted: (feature) => feature >= 0 && feature < 128 && (virtio.driver_feature[feature >>> 5]! & (1 << (feature & 31))) !== 0,
+    accepted: (feature) =>
+      (virtio.device_status & VIRTIO_STATUS_DRIVER_OK) !== 0 &&
+      feature >= 0 &&
+      feature < 128 &&
+      (virtio.driver_feature[feature >>> 5]! & (1 << (feature & 31))) !== 0,
+    queueSize: (q) => (ready(q) ? registers[q]!.size : 0),
     // v86's VirtIO state holds typed arrays and its queue objects: make it plain JSON.
     getState: () =>
       (virtio.get_state() as unknown[]).map((v, i) =>

@@ -59,6 +59,9 @@ export class FakeDevice implements VirtioDevice {
   accepted(): boolean {
     return true;
   }
+  queueSize(): number {
+    return 128;
+  }
   queueReady(): boolean {
     return true;
   }

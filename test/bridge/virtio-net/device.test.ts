@@ -39,6 +39,11 @@ class Device implements VirtioDevice {
   accepted(feature: number): boolean {
     return this.features.has(feature);
   }
+  /** The receive queue's size as the guest set it. */
+  rxQueueSize = 256;
+  queueSize(q: number): number {
+    return q === RX ? this.rxQueueSize : 256;
+  }
   queueReady(): boolean {
     return true;
   }
@@ -166,6 +171,29 @@ describe("VirtioNetFrontEnd (app VM side)", () => {
       expect(st.backlog).toBeLessThanOrEqual(Math.floor((4 << 20) / (54 + 44 * 1460)));
       expect(st.backlog).toBeGreaterThan(50);
       expect(st.drops["no-guest-buffer"]).toBe(100 - st.backlog);
+    });
+
+    it("drops, uncounted as a violation, a merged packet kept across a driver reset that took the offloads away", () => {
+      const { device, fe, violations } = offloads();
+      for (const f of frames) fe.receive(f);
+      fe.endOfBatch(); // no buffers yet: it waits, merged
+      device.features.clear(); // the driver reset and chose no offloads
+      rxBufs(device, 2);
+      fe.onNotify(RX);
+      expect(fe.status()).toMatchObject({ backlog: 0, drops: { "offload-withdrawn": 1 } });
+      expect(violations).toEqual([]);
+      expect(device.completed).toHaveLength(0); // the buffers stay the guest's
+    });
+
+    it("refuses a packet that the guest's whole receive queue could not hold, instead of waiting forever", () => {
+      const { device, fe, violations } = offloads();
+      device.rxQueueSize = 2;
+      rxBufs(device, 2);
+      for (const f of frames) fe.receive(f);
+      fe.endOfBatch();
+      expect(fe.status().drops).toMatchObject({ "guest-buffer-bad": 1 });
+      expect(violations[0]).toMatch(/unusable receive buffer/);
+      expect(fe.status().backlog).toBe(0);
     });
 
     it("without MRG_RXBUF, never spreads a frame: one buffer each, merged or not", () => {

@@ -232,6 +232,23 @@ describe("slirp-wire", () => {
     expect(inFlight.scaled).toBeGreaterThan(65535);
   });
 
+  it("scales the window of the ACK that completes the handshake, too", async () => {
+    const srv = await hostServer();
+    const wire = await startWire();
+    const c = await client(wire);
+    await c.announce();
+    const sport = 40022;
+    const seq = randomSeq();
+    c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq, flags: TH.SYN, options: windowScaleOption(7) }));
+    const synAck = await c.next("SYN-ACK", isTcpFrom(srv.port));
+    // A raw window of 4, scaled by 2^7: 512 bytes. Read unscaled, slirp would send 4 at a time.
+    c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 1, ack: (synAck.tcp!.seq + 1) >>> 0, flags: TH.ACK, window: 4 }));
+    await until("the host service to see the connection", () => srv.connections.length === 1);
+    srv.connections[0].write(Buffer.alloc(10_000, 1));
+    const data = await c.next("data", (q) => isTcpFrom(srv.port)(q) && q.tcp!.payload.length > 0);
+    expect(data.tcp!.payload.length).toBe(512);
+  });
+
   it("refuses ports outside --allow-ports with its own RST, and passes the allowed ones", async () => {
     const denied = await hostServer();
     const allowed = await hostServer();
