@@ -822,8 +822,8 @@ export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): Virti
     const vq = queue(q);
     return !!vq && vq.enabled && !!vq.desc_addr && !!vq.avail_addr && !!vq.used_addr;
   };
-  const completeAll = (q: number, requests: readonly VirtioRequest[]) => {
-    const chains = requests.filter((r): r is DescriptorChain => r instanceof DescriptorChain);
+  // Hands chains back to the used ring, with at most one interrupt; requests not from this queue are ignored.
+  const pushChains = (q: number, chains: readonly DescriptorChain[]) => {
     if (chains.length === 0 || !ready(q)) return;
     if (pushUsed(ram, registers[q]!, chains)) virtio.raise_irq(VIRTIO_ISR_QUEUE);
     wake(c);
@@ -836,8 +836,10 @@ export function addVirtioDevice(machine: Machine, spec: VirtioDeviceSpec): Virti
       const r = registers[q];
       if (r && count > 0) r.lastAvail = (r.lastAvail - count) & 0xffff;
     },
-    complete: (q, request) => completeAll(q, [request]),
-    completeAll,
+    complete: (q, request) => {
+      if (request instanceof DescriptorChain) pushChains(q, [request]);
+    },
+    completeAll: (q, requests) => pushChains(q, requests.filter((r): r is DescriptorChain => r instanceof DescriptorChain)),
     accepted: (feature) =>
       (virtio.device_status & VIRTIO_STATUS_DRIVER_OK) !== 0 &&
       feature >= 0 &&

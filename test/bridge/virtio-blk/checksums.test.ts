@@ -1,18 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { WrittenChecksums, sectorHash } from "../../../dist/bridge/virtio-blk/checksums.js";
+import { seededBytes as random } from "../seeded-bytes.js";
 
 const SECTOR = 512;
-const random = (bytes: number, seed: number) => {
-  const out = new Uint8Array(bytes);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < bytes; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-};
 const hashOf = (sector: Uint8Array) => sectorHash(new Uint32Array(sector.buffer, sector.byteOffset, SECTOR / 4), 0);
 
 describe("sectorHash", () => {

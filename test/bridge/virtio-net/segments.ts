@@ -59,17 +59,7 @@ export function segment(o: SegOpts): Uint8Array {
   return f;
 }
 
-export function bytes(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed * 2654435761 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
+export { seededBytes as bytes } from "../seeded-bytes.js";
 
 export const concat = (parts: Uint8Array[]) => {
   const r = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
