@@ -12,11 +12,13 @@ export const HOST_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"];
 
 /**
  * libslirp, as Debian ships it (the source of the installed libslirp-dev),
- * with one patch of ours: TCP window scaling, without which one connection
- * keeps at most 64 KiB in flight (see the patch's header). Built once into
- * a static library in the cache; slirp-wire links it, and glib beside it.
+ * with our patches on top, in this order (each explains itself in its
+ * header): TCP window scaling, without which one connection keeps at most
+ * 64 KiB in flight; a congestion window that counts bytes acknowledged, not
+ * ACKs, and a larger send buffer. Built once into a static library in the
+ * cache; slirp-wire links it, and glib beside it.
  */
-export const SLIRP_PATCH = "drivervm/net/wire/libslirp-window-scaling.patch";
+export const SLIRP_PATCHES = ["drivervm/net/wire/libslirp-window-scaling.patch", "drivervm/net/wire/libslirp-byte-counting.patch"];
 
 /**
  * deb-src entries mirroring the machine's own deb entries for this release
@@ -56,8 +58,8 @@ function osCodename(): string {
 async function buildLibslirp(root: string, dir: string, progress: (msg: string) => void, log: string): Promise<{ flags: string[]; key: string }> {
   const version = packageVersion("libslirp-dev");
   if (version === "unknown") throw new BuildError("libslirp-dev is not installed (install the Debian packages libslirp-dev, libglib2.0-dev, meson, ninja-build)");
-  const patch = readFileSync(join(root, SLIRP_PATCH));
-  const key = sha256("libslirp-v1", version, patch).slice(0, 16);
+  const patches = SLIRP_PATCHES.map((p) => readFileSync(join(root, p)));
+  const key = sha256("libslirp-v2", version, ...patches).slice(0, 16);
   const home = join(dir, `libslirp-${key}`);
   const lib = join(home, "build", "libslirp.a");
   const glib = async () => (await run("pkg-config", ["--cflags", "--libs", "glib-2.0"], { log })).toString().split(/\s+/).filter(Boolean);
@@ -70,7 +72,7 @@ async function buildLibslirp(root: string, dir: string, progress: (msg: string) 
   const flags = [`-I${join(home, "src", "src")}`, `-I${join(home, "build")}`, lib, ...glibFlags];
   if (existsSync(lib)) return { flags, key };
 
-  progress(`host tools: building libslirp ${version} with window scaling (once)`);
+  progress(`host tools: building libslirp ${version} with our patches (once)`);
   // Built aside and moved into place whole: an interrupted build is never taken for a finished one.
   const work = `${home}.tmp-${process.pid}`;
   rmSync(work, { recursive: true, force: true });
@@ -101,7 +103,7 @@ async function buildLibslirp(root: string, dir: string, progress: (msg: string) 
   if (!dsc) throw new BuildError(`apt-get source left no libslirp .dsc in ${work}`);
   // dpkg-source applies Debian's own patches, as the installed library has them; then ours.
   await run("dpkg-source", ["--no-check", "-x", dsc, join(work, "src")], { cwd: work, log });
-  await run("patch", ["-p1", "--forward", "-i", join(root, SLIRP_PATCH)], { cwd: join(work, "src"), log });
+  for (const p of SLIRP_PATCHES) await run("patch", ["-p1", "--forward", "-i", join(root, p)], { cwd: join(work, "src"), log });
   await run("meson", ["setup", join(work, "build"), join(work, "src"), "-Ddefault_library=static", "--buildtype=release"], { log });
   await run("ninja", ["-C", join(work, "build")], { log });
   if (!existsSync(join(work, "build", "libslirp.a"))) throw new BuildError(`building libslirp left no libslirp.a (see ${log})`);

@@ -48,6 +48,7 @@
 #define TX_BATCH 16       /* frames put in ring B between two doorbells */
 #define TAP_NAME "tap0"
 #define BRIDGE_NAME "br0"
+#define TAP_QUEUE_FRAMES 2000
 
 /* Page 0. The host may write any of it at any time; see the readers. */
 struct net_header {
@@ -387,9 +388,14 @@ static void setup_network(const char *iface)
 		fail("bridge-add", errno);
 	bridge_port(sock, iface);
 	bridge_port(sock, TAP_NAME);
-	ifr = (struct ifreq){ .ifr_qlen = 500 };
+	/* tap0's queue is where frames wait while the NIC's interrupts keep the
+	 * guest's CPU from us: it must hold what the wire's connections have in
+	 * flight (slirp keeps up to 512 KiB each), or a burst is dropped there
+	 * and TCP backs off. 2000 frames hold about 3 MB. */
+	ifr = (struct ifreq){ .ifr_qlen = TAP_QUEUE_FRAMES };
 	strncpy(ifr.ifr_name, TAP_NAME, IFNAMSIZ - 1);
-	(void)ioctl(sock, SIOCSIFTXQLEN, &ifr); /* a nicety: tap's default is fine */
+	if (ioctl(sock, SIOCSIFTXQLEN, &ifr) != 0)
+		ch_send("error tap-txqlen %d", errno);
 	link_up(sock, iface);
 	link_up(sock, TAP_NAME);
 	link_up(sock, BRIDGE_NAME);

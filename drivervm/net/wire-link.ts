@@ -4,14 +4,20 @@
 // this end is re-plugged by the machine's next worker.
 //
 // v86's NE2000 drops frames silently when its 16-page receive ring is full,
-// so frames from the wire wait here until the NIC has room.
+// so frames from the wire wait here until the NIC has room. When enough
+// wait, this end stops reading the socket and the rest wait in the wire's
+// socket buffer (4 MiB), as a switch holds frames for a busy port: a TCP
+// connection can have more in flight than our backlog holds.
 import { connect, type Socket } from "node:net";
 import { frameProblem } from "../../bridge/frame-message.js";
 import type { Nic } from "../../hypervisor/v86/adapter.js";
 import type { HostDevice } from "../../hypervisor/vm/host-device.js";
 import { NetMetrics } from "../../bridge/virtio-net/metrics.js";
 
-const BACKLOG_MAX = 256;
+/** Frames waiting here beyond which the socket is no longer read. */
+const BACKLOG_PAUSE = 256;
+/** A bound that holds even if a frame stream outruns the pause (a chunk read before it). */
+const BACKLOG_MAX = 1024;
 const RECONNECT_MS = 200;
 /**
  * Frames wait for room in the NIC's receive ring; the guest's boundary
@@ -32,6 +38,7 @@ export function wireLinkDevice(nic: Nic, socketPath: string, log: (line: string)
   let connected = false;
   let stopped = false;
   let pending: Buffer = Buffer.alloc(0);
+  let paused = false;
   let pacer: NodeJS.Timeout | undefined;
   let connects = 0;
   let roomEvents = 0;
@@ -44,6 +51,10 @@ export function wireLinkDevice(nic: Nic, socketPath: string, log: (line: string)
       const frame = backlog.shift()!;
       nic.receive(frame);
       metrics.received(frame.length);
+    }
+    if (paused && backlog.length < BACKLOG_PAUSE / 2) {
+      paused = false;
+      socket?.resume();
     }
     if (backlog.length > 0) {
       const seen = roomEvents;
@@ -72,6 +83,10 @@ export function wireLinkDevice(nic: Nic, socketPath: string, log: (line: string)
       else if (backlog.length >= BACKLOG_MAX) drop("nic-full");
       else backlog.push(frame);
     }
+    if (backlog.length >= BACKLOG_PAUSE && !paused) {
+      paused = true;
+      socket?.pause();
+    }
     if (backlog.length > 0 && !pacer) deliver();
   };
 
@@ -80,6 +95,7 @@ export function wireLinkDevice(nic: Nic, socketPath: string, log: (line: string)
     const s = connect(socketPath);
     socket = s;
     pending = Buffer.alloc(0);
+    paused = false;
     s.setNoDelay?.(true);
     s.on("connect", () => {
       connected = true;

@@ -77,6 +77,8 @@ describe("the network path", () => {
     // The net VM's eth0 is the NE2000 under the stock ne2k-pci driver, bridged with netback's TAP.
     expect((await sh("net", "basename $(readlink /sys/class/net/eth0/device/driver)")).trim()).toBe("ne2k-pci");
     expect((await sh("net", "ls /sys/class/net/br0/brif | tr '\\n' ' '")).trim()).toBe("eth0 tap0");
+    // tap0's queue holds what the wire's connections keep in flight (netback.c).
+    expect((await sh("net", "cat /sys/class/net/tap0/tx_queue_len")).trim()).toBe("2000");
   });
 
   it("gets a DHCP lease from the wire, with the gateway as default route", async () => {
