@@ -35,8 +35,13 @@ export class NetBackEnd {
     private readonly machine: Machine,
     /** Rings netback's doorbell (the control line's ring-indicator). */
     private readonly kick: () => void,
-    /** A frame netback gave us, checked, for the app VM: a view, to be copied before the guest runs again. */
-    private readonly onFrame: (frame: Uint8Array) => void,
+    /**
+     * A frame netback gave us, checked, for the app VM: a view, to be copied
+     * before the guest runs again. False when it cannot be taken now (the
+     * channel is full): the frame stays in ring B, and ring B's later ones
+     * behind it, until the next onDoorbell().
+     */
+    private readonly onFrame: (frame: Uint8Array) => boolean,
     private readonly onViolation: (detail: string) => void,
   ) {}
 
@@ -64,7 +69,12 @@ export class NetBackEnd {
     this.armWatchdog();
   }
 
-  /** netback rang: take what it put into ring B, and refill ring A. */
+  /**
+   * netback rang: take what it put into ring B, and refill ring A. Frames
+   * the app VM's side cannot take now stay in ring B: netback stops reading
+   * tap0 while its ring is full, so a burst waits in tap0's queue rather
+   * than being dropped here.
+   */
   onDoorbell(): void {
     const w = this.window;
     if (!w) return;
@@ -85,8 +95,8 @@ export class NetBackEnd {
         this.violation(`netback put a ${problem} frame of ${length} bytes into its ring`);
       } else {
         // A slot never crosses a page: the frame goes from guest memory straight into the channel.
+        if (!this.onFrame(w.view(this.machine, slot + R.SLOT_HEADER, length))) break;
         this.metrics.received(length);
-        this.onFrame(w.view(this.machine, slot + R.SLOT_HEADER, length));
       }
       this.toHostCons = (this.toHostCons + 1) >>> 0;
     }

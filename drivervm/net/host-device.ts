@@ -10,13 +10,28 @@ import { NET_DOORBELL_PORT, NET_RING } from "./frame-ring.js";
 
 export function netBackEndDevice(ctx: DeviceContext): HostDevice {
   let endpoint: ChannelEndpoint | undefined;
-  const channelDrops = { "link-down": 0, "channel-full": 0, "from-peer-malformed": 0 };
+  const channelDrops = { "link-down": 0, "from-peer-malformed": 0 };
+  let waitingForRoom = false;
   const backEnd = new NetBackEnd(
     ctx.machine,
     () => ctx.kick(),
     (frame) => {
-      if (!endpoint) channelDrops["link-down"]++;
-      else if (!endpoint.send(encodeFrame(frame))) channelDrops["channel-full"]++;
+      if (!endpoint) {
+        channelDrops["link-down"]++;
+        return true;
+      }
+      const message = encodeFrame(frame);
+      if (endpoint.send(message)) return true;
+      // The app VM's side is behind: the frame waits in ring B, and the rest in tap0's queue.
+      if (!waitingForRoom) {
+        waitingForRoom = true;
+        const waitedOn = endpoint;
+        void waitedOn.whenWritable(message.reduce((n, part) => n + part.byteLength, 0)).then((room) => {
+          waitingForRoom = false;
+          if (room && endpoint === waitedOn) backEnd.onDoorbell();
+        });
+      }
+      return false;
     },
     (detail) => ctx.violation(`netback: ${detail}`),
   );
@@ -44,6 +59,7 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
       endpoint?.close();
       const ep = ctx.openChannel(channel);
       endpoint = ep;
+      waitingForRoom = false;
       // Borrowed: a frame goes from the ring straight into netback's ring A (the backlog keeps a copy).
       ep.onMessage(
         frameHandler(
@@ -55,10 +71,15 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
         ),
         { borrow: true },
       );
+      // Frames that waited in ring B for a full channel go to the new one.
+      backEnd.onDoorbell();
     },
     detachChannel() {
       endpoint?.close();
       endpoint = undefined;
+      waitingForRoom = false;
+      // Frames that waited in ring B for the old channel are dropped (link-down), so netback reads on.
+      backEnd.onDoorbell();
     },
     // After a restore the worker is new: ask netback to register its window again.
     afterRestore: () => ctx.sendControl("BH1 window"),

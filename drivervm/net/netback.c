@@ -49,6 +49,7 @@
 #define TAP_NAME "tap0"
 #define BRIDGE_NAME "br0"
 #define TAP_QUEUE_FRAMES 2000
+#define RING_FULL_WAIT_US 200
 
 /* Page 0. The host may write any of it at any time; see the readers. */
 struct net_header {
@@ -57,7 +58,7 @@ struct net_header {
 	uint32_t to_guest_cons;    /* ring A, we write */
 	uint32_t to_host_prod;     /* ring B, we write */
 	uint32_t to_host_cons;     /* ring B, host writes */
-	uint32_t to_host_dropped;  /* we write: tap frames lost to a full ring B */
+	uint32_t to_host_dropped;  /* tap frames lost to a full ring B: none now, netback waits for room */
 	uint32_t to_guest_invalid; /* we write: ring A slots with a bad length */
 };
 
@@ -168,7 +169,6 @@ static int to_host_put(uint32_t len, const unsigned char *data, size_t bytes)
  * VM that bounds a download (docs/benchmarks.md). */
 static void *tap_reader(void *unused)
 {
-	static unsigned char discard[SLOT_BYTES];
 	(void)unused;
 	for (;;) {
 		struct pollfd p = { .fd = tap_fd, .events = POLLIN };
@@ -178,16 +178,23 @@ static void *tap_reader(void *unused)
 		for (;;) {
 			pthread_mutex_lock(&tx_lock);
 			unsigned char *s = to_host_slot();
-			/* With the ring full the frame is still read, to be dropped. */
-			unsigned char *into = s ? s + 4 : discard;
+			if (!s) {
+				/* The host takes no more for now (the app VM is behind): leave
+				 * frames in tap0's queue, where they wait rather than drop. */
+				pthread_mutex_unlock(&tx_lock);
+				if (batch)
+					ring_host();
+				batch = 0;
+				usleep(RING_FULL_WAIT_US);
+				continue;
+			}
+			unsigned char *into = s + 4;
 			ssize_t n = read(tap_fd, into, SLOT_BYTES - 4);
 			int err = errno;
 			/* A 1500-MTU bridge never hands us more, but check. */
-			int ok = s && n >= FRAME_MIN && n <= FRAME_MAX;
+			int ok = n >= FRAME_MIN && n <= FRAME_MAX;
 			if (ok)
 				to_host_commit(s, (uint32_t)n);
-			else if (!s && n >= 0)
-				publish(&hdr->to_host_dropped, count(&st.to_host_dropped));
 			pthread_mutex_unlock(&tx_lock);
 			if (n < 0 && err == EINTR)
 				continue;

@@ -17,7 +17,8 @@ function setup() {
   const frames: Uint8Array[] = [];
   const violations: string[] = [];
   let kicks = 0;
-  const be = new NetBackEnd(machine, () => kicks++, (f) => frames.push(f.slice()), (v) => violations.push(v));
+  const host = { full: false };
+  const be = new NetBackEnd(machine, () => kicks++, (f) => !host.full && frames.push(f.slice()) > 0, (v) => violations.push(v));
   be.attachWindow(w);
   let hostProd = 0;
   /** Plays netback: puts an entry with this length field (and these bytes) into ring B. */
@@ -40,7 +41,7 @@ function setup() {
     w.writeU32(machine, R.OFF_TO_GUEST_CONS, cons);
     return out;
   };
-  return { machine, w, be, frames, violations, put, take, kicks: () => kicks };
+  return { machine, w, be, frames, violations, put, take, kicks: () => kicks, host };
 }
 
 const frame = (n: number, fill = 1) => new Uint8Array(n).fill(fill);
@@ -80,6 +81,25 @@ describe("NetBackEnd (net VM side)", () => {
     expect(frames.map((f) => f.length)).toEqual([60, 1514]);
     expect(be.status().drops).toMatchObject({ "from-netback-malformed": 4 });
     expect(violations[0]).toMatch(/runt frame of 5 bytes/);
+  });
+
+  it("leaves frames in ring B while the app VM's side cannot take them, and passes them on in order later", () => {
+    const { w, machine, be, frames, put, host } = setup();
+    host.full = true;
+    put(100, frame(100, 1));
+    put(200, frame(200, 2));
+    be.onDoorbell();
+    expect(frames).toHaveLength(0);
+    // Not consumed: netback sees its ring still full and keeps the rest in tap0's queue.
+    expect(w.readU32(machine, R.OFF_TO_HOST_CONS)).toBe(0);
+    host.full = false;
+    be.onDoorbell();
+    expect(frames.map((f) => [f.length, f[0]])).toEqual([
+      [100, 1],
+      [200, 2],
+    ]);
+    expect(w.readU32(machine, R.OFF_TO_HOST_CONS)).toBe(2);
+    expect(be.status().drops).toEqual({});
   });
 
   it("refuses an impossible producer index in ring B without reading the ring", () => {
