@@ -20,6 +20,16 @@ const TCP = 20;
 export const SEGMENT_HEADERS = ETH + IP + TCP;
 /** IPv4's 16-bit total length bounds a merged segment. */
 export const MAX_COALESCED = ETH + 0xffff;
+/**
+ * At most this many segments in one merged segment. The guest acknowledges
+ * once per merged segment or two, and slirp sends only what its 512 KiB
+ * send buffer holds unacknowledged: merged segments of up to 44 gave one
+ * acknowledgment per 64 segments, and the net VM waited for them. 16 was
+ * faster than no limit in four interleaved A/Bs (+3 to +13%), 8 and 12 slower
+ * (the guest's per-packet work again), 24 and 32 no better
+ * (docs/benchmarks.md).
+ */
+export const MAX_SEGMENTS = 16;
 
 const TCP_ACK = 0x10;
 const TCP_PSH = 0x08;
@@ -146,7 +156,7 @@ export class Coalescer {
   }
 
   private continues(b: Uint8Array, seg: Segment): boolean {
-    if (this.ended || seg.seq !== this.nextSeq || seg.payload > this.mss) return false;
+    if (this.ended || this.count >= MAX_SEGMENTS || seg.seq !== this.nextSeq || seg.payload > this.mss) return false;
     const held = this.count === 1 ? ETH + u16(this.buf, ETH + 2) : this.len;
     if (held + seg.payload > MAX_COALESCED) return false;
     const h = this.buf;

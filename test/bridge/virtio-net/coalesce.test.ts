@@ -3,7 +3,7 @@
 // through untouched and in order. The frames are built here, with their
 // own checksum code, so the module's is checked against an independent one.
 import { describe, expect, it } from "vitest";
-import { Coalescer, MAX_COALESCED } from "../../../dist/bridge/virtio-net/coalesce.js";
+import { Coalescer, MAX_COALESCED, MAX_SEGMENTS } from "../../../dist/bridge/virtio-net/coalesce.js";
 import { bytes, concat, csum, ETH, segment, type SegOpts } from "./segments.js";
 
 /** Both checksums of an output frame hold, and its lengths agree. */
@@ -102,10 +102,19 @@ describe("Coalescer", () => {
   });
 
   it("never builds a datagram over 64 KiB, and loses no byte across the cuts", () => {
-    const parts = Array.from({ length: 100 }, (_, i) => bytes(1460, 100 + i));
-    const { out } = run(parts.map((p, i) => segment({ seq: 0xfffff000 + 1460 * i, payload: p }))); // the sequence wraps, too
-    expect(out.length).toBeGreaterThan(2);
+    // Jumbo segments, so that the byte bound, not the segment count, cuts.
+    const parts = Array.from({ length: 30 }, (_, i) => bytes(9000, 100 + i));
+    const { out } = run(parts.map((p, i) => segment({ seq: 0xfffff000 + 9000 * i, payload: p }))); // the sequence wraps, too
+    expect(out.length).toBeGreaterThan(4);
     for (const o of out) expect(o.frame.length).toBeLessThanOrEqual(MAX_COALESCED);
+    expect(Math.max(...out.map((o) => o.frame.length))).toBeGreaterThan(MAX_COALESCED - 9000);
+    expect(concat(out.map((o) => check(o.frame).payload))).toEqual(concat(parts));
+  });
+
+  it("merges at most MAX_SEGMENTS segments into one, so the guest acknowledges often enough", () => {
+    const parts = Array.from({ length: 2 * MAX_SEGMENTS + 8 }, (_, i) => bytes(1460, 200 + i));
+    const { out } = run(parts.map((p, i) => segment({ seq: 1000 + 1460 * i, payload: p })));
+    expect(out.map((o) => check(o.frame).payload.length / 1460)).toEqual([MAX_SEGMENTS, MAX_SEGMENTS, 8]);
     expect(concat(out.map((o) => check(o.frame).payload))).toEqual(concat(parts));
   });
 

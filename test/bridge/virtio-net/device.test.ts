@@ -3,6 +3,7 @@
 // receive buffers, and a link that goes away holds frames, bounded.
 import { describe, expect, it } from "vitest";
 import { VirtioNetFrontEnd } from "../../../dist/bridge/virtio-net/device.js";
+import { MAX_SEGMENTS } from "../../../dist/bridge/virtio-net/coalesce.js";
 import type { VirtioDevice, VirtioRequest } from "../../../dist/hypervisor/v86/adapter.js";
 import { FakeRequest } from "../fake-virtio.js";
 import { bytes, concat, segment } from "./segments.js";
@@ -163,14 +164,15 @@ describe("VirtioNetFrontEnd (app VM side)", () => {
     it("bounds the bytes it keeps for the guest, not only the frames: merged segments are large", () => {
       const { fe } = offloads();
       const seg = bytes(1460, 77);
-      for (let batch = 0; batch < 100; batch++) {
-        for (let i = 0; i < 44; i++) fe.receive(segment({ seq: (batch * 44 + i) * 1460, payload: seg }));
+      // Full merged segments of MAX_SEGMENTS each: 300 of them would pass the 512-frame bound.
+      for (let batch = 0; batch < 300; batch++) {
+        for (let i = 0; i < MAX_SEGMENTS; i++) fe.receive(segment({ seq: (batch * MAX_SEGMENTS + i) * 1460, payload: seg }));
         fe.endOfBatch();
       }
       const st = fe.status();
-      expect(st.backlog).toBeLessThanOrEqual(Math.floor((4 << 20) / (54 + 44 * 1460)));
-      expect(st.backlog).toBeGreaterThan(50);
-      expect(st.drops["no-guest-buffer"]).toBe(100 - st.backlog);
+      expect(st.backlog).toBeLessThanOrEqual(Math.floor((4 << 20) / (54 + MAX_SEGMENTS * 1460)));
+      expect(st.backlog).toBeGreaterThan(150);
+      expect(st.drops["no-guest-buffer"]).toBe(300 - st.backlog);
     });
 
     it("drops, uncounted as a violation, a merged packet kept across a driver reset that took the offloads away", () => {
