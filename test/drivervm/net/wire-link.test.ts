@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { wireLinkDevice } from "../../../drivervm/net/wire-link.js";
 import type { Nic } from "../../../hypervisor/v86/adapter.js";
+import { until } from "./waiting.js";
 
 /** A NIC whose receive ring takes frames only while `open`. */
 class FakeNic implements Nic {
@@ -56,14 +57,6 @@ async function wire(): Promise<{ path: string; peer: Promise<Socket> }> {
   return { path, peer };
 }
 
-const until = async (what: string, cond: () => boolean, ms = 5000) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
-
 describe("the NE2000's cable to the wire", () => {
   it("holds a burst longer than its backlog in the socket, and delivers every frame in order once the NIC has room", async () => {
     const w = await wire();
@@ -82,7 +75,7 @@ describe("the NE2000's cable to the wire", () => {
     expect(status().backlog).toBeLessThan(1024);
     nic.open = true;
     nic.freeRoom();
-    await until("every frame", () => nic.received.length === total);
+    await until("every frame", () => nic.received.length === total, 5000);
     expect(status().drops).toEqual({});
     expect(nic.received.map((f) => Buffer.from(f).readUInt32BE(14))).toEqual([...Array(total).keys()]);
   });

@@ -6,6 +6,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from "node:n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { until, within } from "./waiting.js";
 import { buildHostTools } from "../../../dist/images/host-tools.js";
 import { cacheDir, projectRoot } from "../../../dist/images/paths.js";
 import {
@@ -129,19 +130,31 @@ async function closedPort(): Promise<number> {
 const isTcpFromAddr = (addr: string, port: number) => (p: Parsed) => p.tcp?.sport === port && p.ip?.src === addr;
 const isTcpFrom = (port: number) => isTcpFromAddr(GATEWAY_IP, port);
 const randomSeq = () => Math.floor(Math.random() * 0xffffffff);
-/** A promise, or an error naming WHAT after MS milliseconds. */
-function within<T>(what: string, p: Promise<T>, ms = 2000): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)));
-  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
+
+/** A connection from a guest that asks for window scale 7, through a fresh wire to a host service, up to the SYN-ACK. */
+async function scaledHandshake(sport: number) {
+  const srv = await hostServer();
+  const wire = await startWire();
+  const c = await client(wire);
+  await c.announce();
+  const seq = randomSeq();
+  c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq, flags: TH.SYN, options: windowScaleOption(7) }));
+  const synAck = await c.next("SYN-ACK", isTcpFrom(srv.port));
+  return { srv, c, seq, synAck };
 }
-const until = async (what: string, cond: () => boolean, ms = 2000) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
+
+/** Takes slirp's data segments from PORT until none comes for QUIET_MS; EACH gets every one's end, counted from BASE. */
+async function takeData(c: WireClient, port: number, base: number, quietMs: number, each: (end: number) => void): Promise<void> {
+  for (;;) {
+    let p: Parsed;
+    try {
+      p = await within("more data", c.next("data", (q) => isTcpFrom(port)(q) && q.tcp!.payload.length > 0), quietMs);
+    } catch {
+      return;
+    }
+    each((p.tcp!.seq - base + p.tcp!.payload.length) >>> 0);
   }
-};
+}
 
 describe("slirp-wire", () => {
   it("offers 10.0.2.15 with router 10.0.2.2 over DHCP", async () => {
@@ -215,17 +228,10 @@ describe("slirp-wire", () => {
       // what still comes is what slirp keeps unacknowledged.
       let received = 0;
       let acked = 0;
-      for (;;) {
-        let p: Parsed;
-        try {
-          p = await within("more data", c.next("data", (q) => isTcpFrom(srv.port)(q) && q.tcp!.payload.length > 0), 500);
-        } catch {
-          break;
-        }
-        const end = (p.tcp!.seq - base + p.tcp!.payload.length) >>> 0;
+      await takeData(c, srv.port, base, 500, (end) => {
         if (end > received) received = end;
         if (acked < 512 << 10) ack((acked = received));
-      }
+      });
       inFlight[scaled ? "scaled" : "unscaled"] = received - acked;
     }
     expect(inFlight.unscaled).toBeLessThanOrEqual(65535);
@@ -233,14 +239,8 @@ describe("slirp-wire", () => {
   });
 
   it("scales the window of the ACK that completes the handshake, too", async () => {
-    const srv = await hostServer();
-    const wire = await startWire();
-    const c = await client(wire);
-    await c.announce();
     const sport = 40022;
-    const seq = randomSeq();
-    c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq, flags: TH.SYN, options: windowScaleOption(7) }));
-    const synAck = await c.next("SYN-ACK", isTcpFrom(srv.port));
+    const { srv, c, seq, synAck } = await scaledHandshake(sport);
     // A raw window of 4, scaled by 2^7: 512 bytes. Read unscaled, slirp would send 4 at a time.
     c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 1, ack: (synAck.tcp!.seq + 1) >>> 0, flags: TH.ACK, window: 4 }));
     await until("the host service to see the connection", () => srv.connections.length === 1);
@@ -250,14 +250,8 @@ describe("slirp-wire", () => {
   });
 
   it("opens its congestion window by the bytes a lumped ACK covers, not by one segment per ACK (our libslirp patch)", async () => {
-    const srv = await hostServer();
-    const wire = await startWire();
-    const c = await client(wire);
-    await c.announce();
     const sport = 40023;
-    const seq = randomSeq();
-    c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq, flags: TH.SYN, options: windowScaleOption(7) }));
-    const synAck = await c.next("SYN-ACK", isTcpFrom(srv.port));
+    const { srv, c, seq, synAck } = await scaledHandshake(sport);
     const base = (synAck.tcp!.seq + 1) >>> 0;
     // A 1 MiB window: only the congestion window limits what slirp sends.
     const ack = (n: number) => c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 1, ack: (base + n) >>> 0, flags: TH.ACK, window: 8192 }));
@@ -272,16 +266,9 @@ describe("slirp-wire", () => {
     let received = 0;
     for (let round = 0; round < 6; round++) {
       const from = received;
-      for (;;) {
-        let p: Parsed;
-        try {
-          p = await within("more data", c.next("data", (q) => isTcpFrom(srv.port)(q) && q.tcp!.payload.length > 0), 300);
-        } catch {
-          break;
-        }
-        const end = (p.tcp!.seq - base + p.tcp!.payload.length) >>> 0;
+      await takeData(c, srv.port, base, 300, (end) => {
         if (end > received) received = end;
-      }
+      });
       sent.push(received - from);
       ack(received);
     }
