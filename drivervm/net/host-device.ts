@@ -26,10 +26,14 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
       if (!waitingForRoom) {
         waitingForRoom = true;
         const waitedOn = endpoint;
-        void waitedOn.whenWritable(message.reduce((n, part) => n + part.byteLength, 0)).then((room) => {
+        const resume = (room: boolean) => {
+          if (endpoint !== waitedOn) return; // replaced: attachChannel has taken over
           waitingForRoom = false;
-          if (room && endpoint === waitedOn) backEnd.onDoorbell();
-        });
+          // A macrotask, not a microtask: a channel that says it has room but refuses the
+          // write (a corrupt ring) must not spin this worker without letting it breathe.
+          if (room) setImmediate(() => backEnd.onDoorbell());
+        };
+        waitedOn.whenWritable(message.reduce((n, part) => n + part.byteLength, 0)).then(resume, () => resume(false));
       }
       return false;
     },

@@ -201,6 +201,9 @@ static void *tap_reader(void *unused)
 			if (n < 0) {
 				if (err != EAGAIN) {
 					ch_send("error tap-read %d", err);
+					if (batch)
+						ring_host(); /* what is in the ring goes now */
+					batch = 0;
 					sleep(1); /* tap0 taken down by hand; don't spin */
 				}
 				break;

@@ -277,6 +277,40 @@ describe("slirp-wire", () => {
     expect(sent[5]).toBeGreaterThanOrEqual(16 * sent[0]);
   });
 
+  it("still halves its congestion window after fast recovery, bytes counted or not", async () => {
+    const sport = 40024;
+    const { srv, c, seq, synAck } = await scaledHandshake(sport);
+    const base = (synAck.tcp!.seq + 1) >>> 0;
+    const ack = (n: number) => c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 1, ack: (base + n) >>> 0, flags: TH.ACK, window: 8192 }));
+    ack(0);
+    await until("the host service to see the connection", () => srv.connections.length === 1);
+    srv.connections[0].write(Buffer.alloc(8 << 20, 5));
+    let received = 0;
+    const round = async () => {
+      const from = received;
+      await takeData(c, srv.port, base, 300, (end) => {
+        if (end > received) received = end;
+      });
+      return received - from;
+    };
+    // Slow start with lumped ACKs up to a window of about 64 segments.
+    for (let r = 0; r < 6; r++) {
+      await round();
+      ack(received);
+    }
+    const lostAt = received;
+    const window = await round();
+    // The round's first segment was lost: duplicate ACKs, the retransmission, then an ACK for all.
+    for (let i = 0; i < 5; i++) ack(lostAt);
+    await round();
+    ack(received);
+    const after = await round();
+    expect(window).toBeGreaterThan(32 * 1400);
+    // Halved (about 32 segments); a window that counted the recovery's ACK as growth went on at 1.5 times (95).
+    expect(after).toBeGreaterThan(0);
+    expect(after).toBeLessThanOrEqual(0.6 * window);
+  });
+
   it("refuses ports outside --allow-ports with its own RST, and passes the allowed ones", async () => {
     const denied = await hostServer();
     const allowed = await hostServer();
