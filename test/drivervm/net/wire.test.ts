@@ -143,6 +143,30 @@ async function scaledHandshake(sport: number) {
   return { srv, c, seq, synAck };
 }
 
+/**
+ * A scaled connection (a 1 MiB window, so only slirp's congestion window
+ * limits it) on which the host service sends BYTES. `round()` takes what
+ * slirp sends until it stops and returns how much that was; `ackAll()`
+ * acknowledges everything taken, and `ack(n)` the first n bytes.
+ */
+async function bulkFlow(sport: number, bytes: number) {
+  const { srv, c, seq, synAck } = await scaledHandshake(sport);
+  const base = (synAck.tcp!.seq + 1) >>> 0;
+  const ack = (n: number) => c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 1, ack: (base + n) >>> 0, flags: TH.ACK, window: 8192 }));
+  ack(0);
+  await until("the host service to see the connection", () => srv.connections.length === 1);
+  srv.connections[0].write(Buffer.alloc(bytes, 3));
+  let received = 0;
+  const round = async () => {
+    const from = received;
+    await takeData(c, srv.port, base, 300, (end) => {
+      if (end > received) received = end;
+    });
+    return received - from;
+  };
+  return { ack, round, ackAll: () => ack(received), received: () => received };
+}
+
 /** Takes slirp's data segments from PORT until none comes for QUIET_MS; EACH gets every one's end, counted from BASE. */
 async function takeData(c: WireClient, port: number, base: number, quietMs: number, each: (end: number) => void): Promise<void> {
   for (;;) {
@@ -250,27 +274,15 @@ describe("slirp-wire", () => {
   });
 
   it("opens its congestion window by the bytes a lumped ACK covers, not by one segment per ACK (our libslirp patch)", async () => {
-    const sport = 40023;
-    const { srv, c, seq, synAck } = await scaledHandshake(sport);
-    const base = (synAck.tcp!.seq + 1) >>> 0;
-    // A 1 MiB window: only the congestion window limits what slirp sends.
-    const ack = (n: number) => c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 1, ack: (base + n) >>> 0, flags: TH.ACK, window: 8192 }));
-    ack(0);
-    await until("the host service to see the connection", () => srv.connections.length === 1);
-    srv.connections[0].write(Buffer.alloc(4 << 20, 3));
+    const flow = await bulkFlow(40023, 4 << 20);
     // Each round: take what slirp sends until it stops (its congestion window is full), then
     // acknowledge all of it with one ACK, as a guest does behind the front end's coalescing.
     // Counting ACKs, the window grows by one segment a round (1, 2, 3, ... segments);
     // counting bytes, it doubles (1, 2, 4, ...).
     const sent: number[] = [];
-    let received = 0;
     for (let round = 0; round < 6; round++) {
-      const from = received;
-      await takeData(c, srv.port, base, 300, (end) => {
-        if (end > received) received = end;
-      });
-      sent.push(received - from);
-      ack(received);
+      sent.push(await flow.round());
+      flow.ackAll();
     }
     expect(sent[0]).toBeGreaterThan(0);
     // Byte counting: 32 times the first round; ACK counting: 3.5 times (measured with the patch left out).
@@ -278,32 +290,18 @@ describe("slirp-wire", () => {
   });
 
   it("still halves its congestion window after fast recovery, bytes counted or not", async () => {
-    const sport = 40024;
-    const { srv, c, seq, synAck } = await scaledHandshake(sport);
-    const base = (synAck.tcp!.seq + 1) >>> 0;
-    const ack = (n: number) => c.send(tcpFrame(GATEWAY_IP, { sport, dport: srv.port, seq: seq + 1, ack: (base + n) >>> 0, flags: TH.ACK, window: 8192 }));
-    ack(0);
-    await until("the host service to see the connection", () => srv.connections.length === 1);
-    srv.connections[0].write(Buffer.alloc(8 << 20, 5));
-    let received = 0;
-    const round = async () => {
-      const from = received;
-      await takeData(c, srv.port, base, 300, (end) => {
-        if (end > received) received = end;
-      });
-      return received - from;
-    };
+    const { ack, round, ackAll, received } = await bulkFlow(40024, 8 << 20);
     // Slow start with lumped ACKs up to a window of about 64 segments.
     for (let r = 0; r < 6; r++) {
       await round();
-      ack(received);
+      ackAll();
     }
-    const lostAt = received;
+    const lostAt = received();
     const window = await round();
     // The round's first segment was lost: duplicate ACKs, the retransmission, then an ACK for all.
     for (let i = 0; i < 5; i++) ack(lostAt);
     await round();
-    ack(received);
+    ackAll();
     const after = await round();
     expect(window).toBeGreaterThan(32 * 1400);
     // Halved (about 32 segments); a window that counted the recovery's ACK as growth went on at 1.5 times (95).
