@@ -22,8 +22,8 @@ export const SEGMENT_HEADERS = ETH + IP + TCP;
 export const MAX_COALESCED = ETH + 0xffff;
 /**
  * At most this many segments in one merged segment. The guest acknowledges
- * once per merged segment or two, and slirp sends only what its 512 KiB
- * send buffer holds unacknowledged: merged segments of up to 44 gave one
+ * once per merged segment or two, and slirp sends only what its send
+ * buffer (512 KiB then, 1 MiB now) holds unacknowledged: merged segments of up to 44 gave one
  * acknowledgment per 64 segments, and the net VM waited for them. 16 was
  * faster than no limit in four interleaved A/Bs (+3 to +13%), 8 and 12 slower
  * (the guest's per-packet work again), 24 and 32 no better

@@ -421,7 +421,7 @@ static void setup_network(const char *iface)
 	bridge_port(sock, TAP_NAME);
 	/* tap0's queue is where frames wait while the NIC's interrupts keep the
 	 * guest's CPU from us: it must hold what the wire's connections have in
-	 * flight (slirp keeps up to 512 KiB each), or a burst is dropped there
+	 * flight (slirp keeps up to 1 MiB each), or a burst is dropped there
 	 * and TCP backs off. 2000 frames hold about 3 MB. */
 	ifr = (struct ifreq){ .ifr_qlen = TAP_QUEUE_FRAMES };
 	strncpy(ifr.ifr_name, TAP_NAME, IFNAMSIZ - 1);

@@ -6,7 +6,7 @@
 // v86's NE2000 drops frames silently when its 16-page receive ring is full,
 // so frames from the wire wait here until the NIC has room. When enough
 // wait, this end stops reading the socket and the rest wait in the wire's
-// socket buffer (4 MiB), as a switch holds frames for a busy port: a TCP
+// socket buffer (16 MiB), as a switch holds frames for a busy port: a TCP
 // connection can have more in flight than our backlog holds.
 import { connect, type Socket } from "node:net";
 import { frameProblem } from "../../bridge/frame-message.js";

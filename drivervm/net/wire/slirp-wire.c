@@ -40,7 +40,7 @@
 #define FRAME_MIN 14		/* an Ethernet header */
 #define FRAME_MAX 1514		/* MTU 1500 + header, no FCS */
 #define PREFIX_MAX 65535	/* beyond this the stream is out of step */
-#define CLIENT_SNDBUF (4 << 20)
+#define CLIENT_SNDBUF (16 << 20)	/* a few connections' 1 MiB flights, counted as the kernel counts (skb overhead) */
 #define ETH_P_IPV4 0x0800
 #define PROTO_TCP 6
 #define PROTO_UDP 17
