@@ -8,9 +8,9 @@
 //
 // Both sides first download the file in turn for --warmup seconds each
 // (bench/warm-up.ts says why). Each round: one download (the figure the
-// ratio is about), two downloads at once (one TCP download is bound by its
-// round trip and slirp's 64 KiB window; two show what the path can carry),
-// small requests, pings.
+// ratio is about), two downloads at once (two show what the path can carry),
+// small requests, pings; each measured on both sides back to back, which
+// side goes first alternating by round.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -90,16 +90,43 @@ interface Result {
   processMsPerMB: number;
 }
 
-/** Runs the transfers in vms[0], counting the work of every VM in `vms` during the download. */
-async function measure(vms: VirtualMachine[]): Promise<Result> {
-  const vm = vms[0];
-  const { result: s, work } = await measureWork(vms, () => guestSeconds(vm, `wget -q -O /dev/null ${base}/file`));
+/** One download in vms[0], counting the work of every VM in `vms` during it. */
+async function download(vms: VirtualMachine[]): Promise<Pick<Result, "mbps" | "perMB" | "processMsPerMB">> {
+  const { result: s, work } = await measureWork(vms, () => guestSeconds(vms[0], `wget -q -O /dev/null ${base}/file`));
   const mb = file.length / 1e6;
   const perMB = work.vms.map((w) => ({ role: w.role, minstructions: w.instructions / 1e6 / mb, cpuMs: w.cpuMs / mb, busyMs: w.busyMs / mb }));
+  return { mbps: mb / s, perMB, processMsPerMB: work.processMs / mb };
+}
+
+async function twoDownloads(vm: VirtualMachine): Promise<number> {
   const two = await guestSeconds(vm, `wget -q -O /dev/null ${base}/file & wget -q -O /dev/null ${base}/file; wait`);
+  return (2 * file.length) / 1e6 / two;
+}
+
+async function smallRequestMs(vm: VirtualMachine): Promise<number> {
   const r = await guestSeconds(vm, `i=0; while [ $i -lt ${requests} ]; do wget -q -O /dev/null ${base}/small; i=$((i+1)); done`);
+  return (r * 1000) / requests;
+}
+
+async function pingMs(vm: VirtualMachine): Promise<number> {
   const ping = /= [\d.]+\/([\d.]+)\//.exec(await sh(vm, `ping -c 10 -i 0.2 ${WIRE_NET.gateway} | tail -1`));
-  return { mbps: mb / s, twoMbps: (2 * mb) / two, requestMs: (r * 1000) / requests, pingMs: ping ? Number(ping[1]) : NaN, perMB, processMsPerMB: work.processMs / mb };
+  return ping ? Number(ping[1]) : NaN;
+}
+
+/**
+ * One round: each figure measured on both sides back to back, the side that
+ * goes first alternating from round to round, so that the machine's slow and
+ * fast phases (the shared host moves by up to 2x within minutes) fall on
+ * both sides of a pair alike.
+ */
+async function round(i: number, sides: { via: VirtualMachine[]; direct: VirtualMachine[] }): Promise<{ via: Result; direct: Result }> {
+  const order: Array<"via" | "direct"> = i % 2 === 0 ? ["via", "direct"] : ["direct", "via"];
+  const out: Record<"via" | "direct", Partial<Result>> = { via: {}, direct: {} };
+  for (const side of order) Object.assign(out[side], await download(sides[side]));
+  for (const side of order) out[side].twoMbps = await twoDownloads(sides[side][0]);
+  for (const side of order) out[side].requestMs = await smallRequestMs(sides[side][0]);
+  for (const side of order) out[side].pingMs = await pingMs(sides[side][0]);
+  return { via: out.via as Result, direct: out.direct as Result };
 }
 
 const images = await buildImages((m) => log(`images: ${m}`));
@@ -134,8 +161,9 @@ const viaNetVm: Result[] = [];
 const direct: Result[] = [];
 for (let i = 0; i < rounds; i++) {
   log(`round ${i + 1} of ${rounds}`);
-  viaNetVm.push(await measure([app, hv.vm("net")]));
-  direct.push(await measure([baseline]));
+  const r = await round(i, { via: [app, hv.vm("net")], direct: [baseline] });
+  viaNetVm.push(r.via);
+  direct.push(r.direct);
 }
 const net = (await hv.status()).net;
 const baselineNic = (await baseline.deviceStatus()).wire as Record<string, unknown> | null;
@@ -160,6 +188,8 @@ const pick = (rs: Result[]) => {
 };
 const v = pick(viaNetVm);
 const d = pick(direct);
+/** The median of each round's own ratio: each pair was measured back to back. */
+const paired = (f: (r: Result) => number) => median(viaNetVm.map((r, i) => f(r) / f(direct[i])));
 // What bounds one download: how much of it each VM spent on a CPU, and what the path's busiest VM could carry if it never waited.
 const onCpu = (w: { cpuMs: number }, mbps: number) => (w.cpuMs * mbps) / 1000;
 const busiest = v.perMB.reduce((a, b) => (b.cpuMs > a.cpuMs ? b : a));
@@ -174,6 +204,7 @@ const report = {
   viaNetVm: v,
   direct: d,
   ratio: v.mbps / d.mbps,
+  pairedRatios: { download: paired((r) => r.mbps), twoDownloads: paired((r) => r.twoMbps), requestMs: paired((r) => r.requestMs), pingMs: paired((r) => r.pingMs) },
   busiestVm: { role: busiest.role, ceilingMbps: busiestCeiling, ratioToDirect: busiestCeiling / d.mbps },
   rawRounds: { viaNetVm, direct },
   net,
@@ -186,11 +217,13 @@ else {
     [
       `Bulkhead network benchmark, ${report.date}: medians of ${rounds} rounds after a ${warmupSeconds} s warm-up per side, ${mib} MiB download, ${requests} small HTTP requests, 10 pings`,
       "",
-      "                          via net VM    direct   ratio",
-      `download MB/s             ${f(v.mbps, 2).padStart(10)} ${f(d.mbps, 2).padStart(9)}   ${f(report.ratio, 2)}`,
-      `two downloads MB/s        ${f(v.twoMbps, 2).padStart(10)} ${f(d.twoMbps, 2).padStart(9)}   ${f(v.twoMbps / d.twoMbps, 2)}`,
-      `small request ms         ${f(v.requestMs, 1).padStart(11)} ${f(d.requestMs, 1).padStart(9)}   ${f(v.requestMs / d.requestMs, 2)}`,
-      `ping to the gateway ms   ${f(v.pingMs, 2).padStart(11)} ${f(d.pingMs, 2).padStart(9)}   ${f(v.pingMs / d.pingMs, 2)}`,
+      "                          via net VM    direct   ratio   paired",
+      `download MB/s             ${f(v.mbps, 2).padStart(10)} ${f(d.mbps, 2).padStart(9)}   ${f(report.ratio, 2)}    ${f(report.pairedRatios.download, 2)}`,
+      `two downloads MB/s        ${f(v.twoMbps, 2).padStart(10)} ${f(d.twoMbps, 2).padStart(9)}   ${f(v.twoMbps / d.twoMbps, 2)}    ${f(report.pairedRatios.twoDownloads, 2)}`,
+      `small request ms         ${f(v.requestMs, 1).padStart(11)} ${f(d.requestMs, 1).padStart(9)}   ${f(v.requestMs / d.requestMs, 2)}    ${f(report.pairedRatios.requestMs, 2)}`,
+      `ping to the gateway ms   ${f(v.pingMs, 2).padStart(11)} ${f(d.pingMs, 2).padStart(9)}   ${f(v.pingMs / d.pingMs, 2)}    ${f(report.pairedRatios.pingMs, 2)}`,
+      "ratio: of the medians; paired: the median of each round's ratio (the two sides measured back to back).",
+      `one download, each round via / direct: ${viaNetVm.map((r, i) => `${f(r.mbps, 1)}/${f(direct[i].mbps, 1)}`).join(", ")}`,
       "",
       "work per MB downloaded (median download): guest instructions / worker CPU time / worker busy time",
       ...[...v.perMB.map((w) => ({ ...w, role: `${w.role} VM` })), { ...d.perMB[0], role: "baseline VM (direct)" }].map(
