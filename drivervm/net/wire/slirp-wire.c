@@ -381,8 +381,16 @@ static void client_accept(int lfd)
 	while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
 		client_close("replaced by a new client");
 		/* Deep enough for a burst; root may exceed net.core.wmem_max. */
-		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0) {
+			int got = 0;
+			socklen_t len = sizeof(got);
 			setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+			/* Without root the kernel caps it (and reports double what it keeps). */
+			if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &len) == 0 && got < sz)
+				fprintf(stderr, "slirp-wire: socket to the cable holds %d bytes, not %d "
+					"(not root: net.core.wmem_max caps it); bursts past it are dropped\n",
+					got / 2, sz);
+		}
 		memset(&cl, 0, sizeof(cl));
 		cl.fd = fd;
 		cnt.clients++;
