@@ -83,7 +83,7 @@ interface Result {
   /**
    * During the download, per MB: each VM's guest instructions (millions),
    * its worker's CPU milliseconds and event-loop busy milliseconds (CPU plus
-   * time waiting for a core); the VM that downloads first.
+   * time waiting for a core); the downloading VM first.
    */
   perMB: Array<{ role: string; minstructions: number; cpuMs: number; busyMs: number }>;
   /** The whole process's CPU milliseconds per MB during the download (every thread, VMs' workers included). */

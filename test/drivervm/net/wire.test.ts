@@ -131,7 +131,7 @@ const isTcpFromAddr = (addr: string, port: number) => (p: Parsed) => p.tcp?.spor
 const isTcpFrom = (port: number) => isTcpFromAddr(GATEWAY_IP, port);
 const randomSeq = () => Math.floor(Math.random() * 0xffffffff);
 
-/** A connection from a guest that asks for window scale 7, through a fresh wire to a host service, up to the SYN-ACK. */
+/** A connection from a guest that asks for window scale SCALE (7 by default), through a fresh wire to a host service, up to the SYN-ACK. */
 async function scaledHandshake(sport: number, scale = 7) {
   const srv = await hostServer();
   const wire = await startWire();
@@ -296,10 +296,11 @@ describe("slirp-wire", () => {
     // the net VM busy while a flight's acknowledgments come back (docs/benchmarks.md).
     const flow = await bulkFlow(40025, 16 << 20, 9);
     const sent: number[] = [];
-    for (let round = 0; round < 14; round++) {
+    for (let round = 0; round < 16; round++) {
       sent.push(await flow.round());
       flow.ackAll();
-      if (round > 2 && sent[round] <= sent[round - 1]) break;
+      // Stop once the window has stopped growing at the cap (a slow host may split a round in two).
+      if (Math.max(...sent) > 768 << 10 && sent[round] <= sent[round - 1]) break;
     }
     const most = Math.max(...sent);
     expect(most).toBeGreaterThan(768 << 10);
