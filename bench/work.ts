@@ -7,7 +7,7 @@ import type { VirtualMachine } from "../hypervisor/vm/vm.js";
 
 export interface Work {
   /** Per VM, in the order given. */
-  vms: Array<{ role: string; instructions: number; cpuMs: number; busyMs: number }>;
+  vms: Array<{ role: string; instructions: number; cpuMs: number; busyMs: number; spinMs: number }>;
   processMs: number;
 }
 
@@ -26,6 +26,7 @@ export async function measureWork<T>(vms: VirtualMachine[], task: () => Promise<
         instructions: after[i].instructions - before[i].instructions,
         cpuMs: after[i].cpuMs - before[i].cpuMs,
         busyMs: after[i].busyMs - before[i].busyMs,
+        spinMs: after[i].spinMs - before[i].spinMs,
       })),
       processMs: (processCpu.user + processCpu.system) / 1000,
     },

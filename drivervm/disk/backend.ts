@@ -25,9 +25,18 @@ export interface BackendMetrics {
   serviceCount: number;
   /** Doorbells rung again because a request sat unanswered for REKICK_MS. */
   rekicks: number;
+  /**
+   * blkback's looks at an empty ring (a doorbell with nothing to collect
+   * while it says it is looking), and the time between consecutive ones:
+   * the disk VM's CPU spent waiting for work rather than doing it.
+   */
+  looks: number;
+  lookMs: number;
 }
 
 const REKICK_MS = 20;
+/** The longest gap between two looks of one wait (see countLook). */
+const LOOK_GAP_MS = 0.25;
 
 interface Active {
   req: BackendRequest;
@@ -46,7 +55,9 @@ export class BlockBackEnd {
   private watchdog: NodeJS.Timeout | undefined;
   private lastProgress = -1;
   private respCons = 0;
-  readonly metrics: BackendMetrics = { served: { read: 0, write: 0, flush: 0 }, bytesRead: 0, bytesWritten: 0, ioErrors: 0, violations: 0, queued: 0, inRing: 0, fsyncs: 0, serviceMs: 0, serviceCount: 0, rekicks: 0 };
+  /** When blkback last looked at an empty ring, if its look goes on. */
+  private lookedAt = 0;
+  readonly metrics: BackendMetrics = { served: { read: 0, write: 0, flush: 0 }, bytesRead: 0, bytesWritten: 0, ioErrors: 0, violations: 0, queued: 0, inRing: 0, fsyncs: 0, serviceMs: 0, serviceCount: 0, rekicks: 0, looks: 0, lookMs: 0 };
 
   constructor(
     private readonly machine: Machine,
@@ -138,12 +149,27 @@ export class BlockBackEnd {
     this.watchdog.unref?.();
   }
 
+  /**
+   * A look takes a few microseconds; a longer gap between two means blkback
+   * slept or served in between (a wake-up that found nothing), which is not
+   * looking.
+   */
+  private countLook(looking: boolean): void {
+    const now = performance.now();
+    if (looking) {
+      this.metrics.looks++;
+      if (this.lookedAt && now - this.lookedAt < LOOK_GAP_MS) this.metrics.lookMs += now - this.lookedAt;
+    }
+    this.lookedAt = looking ? now : 0;
+  }
+
   /** The helper rang: collect its replies. */
   onKick(): void {
     const w = this.window;
     if (!w) return;
     const respProd = w.readU32(this.machine, RING.OFF_RESP_PROD);
     const ready = (respProd - this.respCons) >>> 0;
+    this.countLook(ready === 0 && w.readU32(this.machine, RING.OFF_SPINNING) !== 0);
     if (ready > this.ring.length) {
       return this.violation(`helper claims ${ready} replies with ${this.ring.length} requests in the ring`);
     }

@@ -74,6 +74,7 @@ export function diskBackEndDevice(ctx: DeviceContext, image: ImageFile): HostDev
     },
     // After a restore the worker is new: ask the helper to register its window again.
     afterRestore: () => ctx.sendControl("BH1 window"),
+    spinMs: () => backEnd.metrics.lookMs,
     status: () => ({ image: image.path, sizeBytes: image.sizeBytes, ready: backEnd.ready, ...backEnd.metrics, fsyncs: image.fsyncs }),
   };
 }

@@ -49,4 +49,6 @@ export interface HostDevice {
   afterRestore?(): void;
   /** Counters for `bulkhead status`. */
   status?(): unknown;
+  /** Milliseconds the guest's helper has spent looking for work so far, as far as the host can tell. */
+  spinMs?(): number;
 }

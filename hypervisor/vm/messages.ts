@@ -77,5 +77,5 @@ export type FromWorker =
   | { type: "flipped"; flips: Array<{ virtual: number; physical: number; bit: number }>; error?: string }
   | { type: "device-status"; devices: Record<string, unknown> }
   /** Guest instructions executed since this worker's machine started, the worker's busy time and its thread's CPU time. */
-  | { type: "cpu-status"; instructions: number; busyMs: number; cpuMs: number }
+  | { type: "cpu-status"; instructions: number; busyMs: number; cpuMs: number; spinMs: number }
   | { type: "stopped" };

@@ -640,12 +640,15 @@ export class VirtualMachine extends EventEmitter {
    * work that host noise does not move; `busyMs` is the time the worker's
    * event loop was busy (v86 and our devices), the rest it slept; `cpuMs`
    * is the worker thread's time on a CPU (NaN where Linux's schedstat is
-   * missing), which leaves out the time it was busy but waiting for a core.
+   * missing), which leaves out the time it was busy but waiting for a core;
+   * `spinMs` is the part of it spent looking for work rather than doing it
+   * (the worker polling its channels while the guest halts, a helper's
+   * looks at an empty ring).
    */
-  cpuStatus(timeoutMs = 1000): Promise<{ instructions: number; busyMs: number; cpuMs: number }> {
+  cpuStatus(timeoutMs = 1000): Promise<{ instructions: number; busyMs: number; cpuMs: number; spinMs: number }> {
     return this.askWorker(
       { type: "cpu-status" },
-      (msg) => (msg.type === "cpu-status" ? { instructions: msg.instructions, busyMs: msg.busyMs, cpuMs: msg.cpuMs } : undefined),
+      (msg) => (msg.type === "cpu-status" ? { instructions: msg.instructions, busyMs: msg.busyMs, cpuMs: msg.cpuMs, spinMs: msg.spinMs } : undefined),
       "cpu status",
       timeoutMs,
     );

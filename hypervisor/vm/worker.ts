@@ -264,7 +264,13 @@ start().then(
           break;
         case "cpu-status":
           // The event loop's active time is the worker's busy time: v86 runs inside it.
-          post({ type: "cpu-status", instructions: countInstructions(), busyMs: performance.eventLoopUtilization().active, cpuMs: threadCpuMs() });
+          post({
+            type: "cpu-status",
+            instructions: countInstructions(),
+            busyMs: performance.eventLoopUtilization().active,
+            cpuMs: threadCpuMs(),
+            spinMs: devices.reduce((sum, d) => sum + (d.spinMs?.() ?? 0), machine.haltPollMs()),
+          });
           break;
         case "device-status":
           post({ type: "device-status", devices: Object.fromEntries(devices.map((d) => [d.name, d.status?.() ?? null])) });

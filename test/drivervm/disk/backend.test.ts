@@ -83,6 +83,34 @@ describe("BlockBackEnd (disk VM side)", () => {
     expect(kicks()).toBe(1);
   });
 
+  it("counts blkback's looks at an empty ring, and the time between them, apart from its real doorbells", async () => {
+    const { machine, w, be, answer } = setup();
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    // Looking: doorbells with nothing to collect while blkback says it looks.
+    w.writeU32(machine, RING.OFF_SPINNING, 1);
+    be.onKick();
+    be.onKick();
+    be.onKick();
+    expect(be.metrics.looks).toBe(3);
+    expect(be.metrics.lookMs).toBeGreaterThanOrEqual(0);
+    expect(be.metrics.lookMs).toBeLessThan(0.25 * 2);
+    // A gap longer than a look (blkback slept or served meanwhile) is not looking.
+    const before = be.metrics.lookMs;
+    await pause(5);
+    be.onKick();
+    expect(be.metrics.looks).toBe(4);
+    expect(be.metrics.lookMs).toBe(before);
+    // A doorbell with a reply to collect is work, not a look, and ends the wait.
+    w.writeU32(machine, RING.OFF_SPINNING, 0);
+    be.submit({ id: 1, op: "read", sector: 0, length: 512 });
+    answer(0);
+    be.onKick();
+    expect(be.metrics.looks).toBe(4);
+    // Not looking (it said so): an empty doorbell is not counted either.
+    be.onKick();
+    expect(be.metrics.looks).toBe(4);
+  });
+
   it("copies a read's data out of the window", () => {
     const { machine, w, be, replies, answer } = setup();
     be.submit({ id: 1, op: "read", sector: 0, length: 512 });
