@@ -1,6 +1,6 @@
 // The net VM's back end on the host side: it puts the app VM's frames into
-// netback's ring A and takes the frames netback read from its TAP device out
-// of ring B. netback is untrusted: every index and length it writes is
+// netback's ring A and takes the frames netback received from the NIC out of
+// ring B. netback is untrusted: every index and length it writes is
 // checked, a lie is counted and reported, and nothing it writes reaches the
 // app VM unless it is a well-formed frame.
 import type { Machine } from "../../hypervisor/v86/adapter.js";
@@ -71,9 +71,9 @@ export class NetBackEnd {
 
   /**
    * netback rang: take what it put into ring B, and refill ring A. Frames
-   * the app VM's side cannot take now stay in ring B: netback stops reading
-   * tap0 while its ring is full, so a burst waits in tap0's queue rather
-   * than being dropped here.
+   * the app VM's side cannot take now stay in ring B: netback stops taking
+   * frames from its socket's receive ring while ring B is full, so a burst
+   * waits there rather than being dropped here.
    */
   onDoorbell(): void {
     const w = this.window;
@@ -114,7 +114,8 @@ export class NetBackEnd {
       rerings: this.rerings,
       backlog: this.backlog.length,
       netback: w
-        ? { droppedFromTap: w.readU32(this.machine, R.OFF_TO_HOST_DROPPED), invalidSlots: w.readU32(this.machine, R.OFF_TO_GUEST_INVALID) }
+        ? // As netback reports them: it may lie, and they are only shown.
+          { droppedOnReceive: w.readU32(this.machine, R.OFF_TO_HOST_DROPPED), invalidSlots: w.readU32(this.machine, R.OFF_TO_GUEST_INVALID) }
         : null,
     };
   }

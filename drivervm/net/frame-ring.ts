@@ -1,8 +1,8 @@
 // The frame rings shared with the net VM's netback helper, in its pinned
 // window. The layout is mirrored in drivervm/net/netback.c. Indices are
 // free-running u32; a slot is index % SLOTS. Ring A carries frames from the
-// host to netback (which writes them to its TAP device), ring B frames that
-// netback read from the TAP, to the host.
+// host to netback (which sends them on the NIC through a packet socket), ring
+// B frames that the NIC received, to the host.
 
 /** netback rings the host with `outb` to this port; 0x6f0 is blkback's. */
 export const NET_DOORBELL_PORT = 0x6f1;
@@ -14,7 +14,7 @@ export const NET_RING = {
   OFF_TO_GUEST_CONS: 8, // netback writes
   OFF_TO_HOST_PROD: 12, // netback writes
   OFF_TO_HOST_CONS: 16, // host writes
-  OFF_TO_HOST_DROPPED: 20, // netback: frames from the TAP dropped on a full ring B
+  OFF_TO_HOST_DROPPED: 20, // netback: frames the NIC received that its socket's receive ring had no room for
   OFF_TO_GUEST_INVALID: 24, // netback: ring A slots it skipped for a bad length
   SLOTS: 64,
   SLOT_BYTES: 2048,

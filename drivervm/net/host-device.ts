@@ -22,7 +22,7 @@ export function netBackEndDevice(ctx: DeviceContext): HostDevice {
       }
       const message = encodeFrame(frame);
       if (endpoint.send(message)) return true;
-      // The app VM's side is behind: the frame waits in ring B, and the rest in tap0's queue.
+      // The app VM's side is behind: the frame waits in ring B, and the rest in netback's receive ring.
       if (!waitingForRoom) {
         waitingForRoom = true;
         const waitedOn = endpoint;

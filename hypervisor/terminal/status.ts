@@ -69,7 +69,7 @@ export function formatStatus(s: StatusReport): string {
   const netLines = n
     ? [
         "",
-        `Network path: app VM eth0 -> virtio-net -> net channel -> net VM netback -> br0 -> ne2k-pci -> wire (libslirp, gateway ${n.wire.gateway}, host ports: ${n.wire.allowPorts})`,
+        `Network path: app VM eth0 -> virtio-net -> net channel -> net VM netback -> packet socket -> ne2k-pci -> wire (libslirp, gateway ${n.wire.gateway}, host ports: ${n.wire.allowPorts})`,
         `  wire: ${n.wire.running ? "running" : "down"}, ${n.wire.restarts} restarts, socket ${n.wire.socket}`,
         n.frontEnd
           ? `  app VM front end: ${path(n.frontEnd as Path, "sent", "received")}` +

@@ -90,7 +90,7 @@ describe("NetBackEnd (net VM side)", () => {
     put(200, frame(200, 2));
     be.onDoorbell();
     expect(frames).toHaveLength(0);
-    // Not consumed: netback sees its ring still full and keeps the rest in tap0's queue.
+    // Not consumed: netback sees its ring still full and keeps the rest in its socket's receive ring.
     expect(w.readU32(machine, R.OFF_TO_HOST_CONS)).toBe(0);
     host.full = false;
     be.onDoorbell();
@@ -123,7 +123,7 @@ describe("NetBackEnd (net VM side)", () => {
   it("keeps frames that come before netback registers its window, bounded, and sends them once it does", () => {
     const mem = new Uint8Array(MEMORY_PAGES * 4096);
     const machine = { memory: () => mem, writePhysical: (a: number, d: Uint8Array) => mem.set(d, a) } as unknown as Machine;
-    const be = new NetBackEnd(machine, () => {}, () => {}, () => {});
+    const be = new NetBackEnd(machine, () => {}, () => true, () => {});
     for (let i = 0; i < 300; i++) be.send(frame(60, i & 0xff));
     expect(be.status()).toMatchObject({ backlog: 256, drops: { "no-window": 44 } });
     const w = new GuestWindow(Array.from({ length: R.WINDOW_PAGES }, (_, i) => 300 + i));
