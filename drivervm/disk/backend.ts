@@ -155,12 +155,14 @@ export class BlockBackEnd {
    * looking.
    */
   private countLook(looking: boolean): void {
-    const now = performance.now();
-    if (looking) {
-      this.metrics.looks++;
-      if (this.lookedAt && now - this.lookedAt < LOOK_GAP_MS) this.metrics.lookMs += now - this.lookedAt;
+    if (!looking) {
+      this.lookedAt = 0; // a reply, or a doorbell outside a look: no clock read on the hot path
+      return;
     }
-    this.lookedAt = looking ? now : 0;
+    const now = performance.now();
+    this.metrics.looks++;
+    if (this.lookedAt && now - this.lookedAt < LOOK_GAP_MS) this.metrics.lookMs += now - this.lookedAt;
+    this.lookedAt = now;
   }
 
   /** The helper rang: collect its replies. */
