@@ -61,17 +61,28 @@ export class WindowRegistration {
 }
 
 export class GuestWindow {
-  constructor(readonly pfns: readonly number[]) {}
+  /** Runs of physically contiguous pages (helpers lay their windows out in frame order, window.h). */
+  readonly runs: number;
 
-  /** Copies data into the window at a window offset, page by page. */
+  constructor(readonly pfns: readonly number[]) {
+    let runs = 0;
+    for (let i = 0; i < pfns.length; i++) if (i === 0 || pfns[i] !== pfns[i - 1] + 1) runs++;
+    this.runs = runs;
+  }
+
+  /** Copies data into the window at a window offset, one write per run of contiguous frames. */
   copyIn(machine: Machine, offset: number, data: Uint8Array): void {
     this.check(offset, data.length);
     let done = 0;
     while (done < data.length) {
       const at = offset + done;
-      const inPage = Math.min(PAGE - (at % PAGE), data.length - done);
-      machine.writePhysical(this.pfns[Math.floor(at / PAGE)] * PAGE + (at % PAGE), data.subarray(done, done + inPage));
-      done += inPage;
+      const phys = this.pfns[Math.floor(at / PAGE)] * PAGE + (at % PAGE);
+      let length = Math.min(PAGE - (at % PAGE), data.length - done);
+      while (done + length < data.length && this.pfns[Math.floor((at + length) / PAGE)] * PAGE === phys + length) {
+        length += Math.min(PAGE, data.length - done - length);
+      }
+      machine.writePhysical(phys, data.subarray(done, done + length));
+      done += length;
     }
   }
 

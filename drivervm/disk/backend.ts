@@ -32,6 +32,8 @@ export interface BackendMetrics {
    */
   looks: number;
   lookMs: number;
+  /** Runs of contiguous frames in blkback's window: 1-3 when it is laid out in frame order. */
+  windowRuns: number;
 }
 
 const REKICK_MS = 20;
@@ -57,7 +59,7 @@ export class BlockBackEnd {
   private respCons = 0;
   /** When blkback last looked at an empty ring, if its look goes on. */
   private lookedAt = 0;
-  readonly metrics: BackendMetrics = { served: { read: 0, write: 0, flush: 0 }, bytesRead: 0, bytesWritten: 0, ioErrors: 0, violations: 0, queued: 0, inRing: 0, fsyncs: 0, serviceMs: 0, serviceCount: 0, rekicks: 0, looks: 0, lookMs: 0 };
+  readonly metrics: BackendMetrics = { served: { read: 0, write: 0, flush: 0 }, bytesRead: 0, bytesWritten: 0, ioErrors: 0, violations: 0, queued: 0, inRing: 0, fsyncs: 0, serviceMs: 0, serviceCount: 0, rekicks: 0, looks: 0, lookMs: 0, windowRuns: 0 };
 
   constructor(
     private readonly machine: Machine,
@@ -77,6 +79,7 @@ export class BlockBackEnd {
     const magic = window.readU32(this.machine, RING.OFF_MAGIC);
     if (magic !== RING.MAGIC) throw new Error(`ring page has magic 0x${magic.toString(16)}, expected 0x${RING.MAGIC.toString(16)}`);
     this.window = window;
+    this.metrics.windowRuns = window.runs;
     // Indices continue from what the guest last saw (after a restore, from the snapshot).
     this.reqProd = window.readU32(this.machine, RING.OFF_REQ_PROD);
     this.respCons = window.readU32(this.machine, RING.OFF_RESP_PROD);

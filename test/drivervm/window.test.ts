@@ -20,3 +20,30 @@ describe("GuestWindow.views", () => {
     expect(() => w.views(machine, 4 * PAGE, 2 * PAGE)).toThrow();
   });
 });
+
+describe("GuestWindow.copyIn", () => {
+  it("writes each run of contiguous frames at once, and every byte where its page lives", () => {
+    const mem = new Uint8Array(64 * PAGE);
+    const writes: Array<[number, number]> = [];
+    const machine = {
+      writePhysical: (address: number, data: Uint8Array) => {
+        writes.push([address, data.length]);
+        mem.set(data, address);
+      },
+    } as unknown as Machine;
+    const pfns = [5, 6, 7, 20, 21, 3];
+    const w = new GuestWindow(pfns);
+    expect(w.runs).toBe(3);
+    const data = Uint8Array.from({ length: 5 * PAGE + 100 }, (_, i) => (i * 7) & 0xff);
+    w.copyIn(machine, 50, data);
+    expect(writes).toEqual([
+      [5 * PAGE + 50, 3 * PAGE - 50],
+      [20 * PAGE, 2 * PAGE],
+      [3 * PAGE, 150],
+    ]);
+    for (let i = 0; i < data.length; i++) {
+      const at = 50 + i;
+      expect(mem[pfns[Math.floor(at / PAGE)] * PAGE + (at % PAGE)]).toBe(data[i]);
+    }
+  });
+});
