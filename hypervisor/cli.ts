@@ -38,6 +38,7 @@ interface SetupOptions {
   heartbeatMs?: number;
   maxRestarts?: number;
   restartWindowS?: number;
+  nice?: number;
 }
 
 /** `all`, or a comma-separated list of TCP/UDP ports 1-65535. */
@@ -61,6 +62,7 @@ async function startSetup(out: NodeJS.WriteStream, o: SetupOptions): Promise<{ h
   } catch (err) {
     fail(err, 2);
   }
+  if (o.nice !== undefined && !(Number.isInteger(o.nice) && o.nice >= -20 && o.nice <= 19)) fail("--nice takes a whole number from -20 to 19", 2);
   for (const [name, v] of [["--heartbeat-ms", o.heartbeatMs], ["--max-restarts", o.maxRestarts], ["--restart-window", o.restartWindowS]] as const) {
     if (v !== undefined && !(Number.isInteger(v) && v >= (name === "--heartbeat-ms" ? 0 : 1))) fail(`${name} takes a whole number${name === "--heartbeat-ms" ? " (0: off)" : " above 0"}`, 2);
   }
@@ -68,7 +70,7 @@ async function startSetup(out: NodeJS.WriteStream, o: SetupOptions): Promise<{ h
     o.maxRestarts !== undefined || o.restartWindowS !== undefined
       ? { ...DEFAULT_RESTART_POLICY, maxRestarts: o.maxRestarts ?? DEFAULT_RESTART_POLICY.maxRestarts, windowMs: (o.restartWindowS ?? DEFAULT_RESTART_POLICY.windowMs / 1000) * 1000 }
       : undefined;
-  const hv = new Hypervisor({ snapshots: !o.cold, diskImage: o.disk ? resolve(o.disk) : undefined, diskSizeBytes, allowPorts, heartbeatMs: o.heartbeatMs, restartPolicy });
+  const hv = new Hypervisor({ snapshots: !o.cold, diskImage: o.disk ? resolve(o.disk) : undefined, diskSizeBytes, allowPorts, heartbeatMs: o.heartbeatMs, restartPolicy, workerNice: o.nice });
   const display = new ProgressDisplay(out, ROLES);
   hv.on("progress", (ev: ProgressEvent) => display.update(ev));
   let stopping = false;
@@ -195,6 +197,10 @@ await yargs(hideBin(process.argv))
         .option("heartbeat-ms", { type: "number", describe: "Heartbeat period of the driver VMs in ms; two silent periods mean hung (default 1000; 0: off)" })
         .option("max-restarts", { type: "number", describe: "Restart budget: restarts of one VM allowed within --restart-window before it is marked failed (default 5)" })
         .option("restart-window", { type: "number", describe: "Restart budget window in seconds (default 60)" })
+        .option("nice", {
+          type: "number",
+          describe: "Nice value of the VMs' worker threads, so other programs on the machine do not stall the driver paths (default -10, which needs root or CAP_SYS_NICE; without it they keep the process's own and the console log says so; 0: leave them alone)",
+        })
         .option("allow-ports", {
           type: "string",
           describe: "Host loopback ports the app VM may reach at the gateway 10.0.2.2: `all` (default) or a list such as 8080,9000; others are refused at once",
@@ -209,6 +215,7 @@ await yargs(hideBin(process.argv))
         heartbeatMs: argv["heartbeat-ms"],
         maxRestarts: argv["max-restarts"],
         restartWindowS: argv["restart-window"],
+        nice: argv.nice,
       }),
   )
   .command(

@@ -43,6 +43,8 @@ export interface HypervisorOptions {
   snapshots?: boolean;
   restartPolicy?: RestartPolicyOptions;
   clampIdle?: boolean;
+  /** Nice value of the VMs' worker threads (default -10 where permitted; 0: the process's own). */
+  workerNice?: number;
   /** The disk image (raw); created on first use. Default: disk.img in the run folder. */
   diskImage?: string;
   /** Size of a disk image created on first use (default 256 MiB). */
@@ -69,6 +71,8 @@ export interface VmStatus {
   memoryMiB: number;
   heapMiB: number;
   cpu: number;
+  /** The nice value of the VM's worker thread (null before one has started). */
+  nice: number | null;
   consoleLog: string;
 }
 
@@ -208,6 +212,7 @@ export class Hypervisor extends EventEmitter {
         snapshots,
         logDir: join(this.runDir, "logs"),
         clampIdle: this.opts.clampIdle,
+        workerNice: this.opts.workerNice,
         devices,
         snapshotShape: shape,
         fatalOops: role !== "app",
@@ -467,6 +472,7 @@ export class Hypervisor extends EventEmitter {
         memoryMiB: config.memoryMiB,
         heapMiB: Math.round((vm.memory.heapBytes + vm.memory.externalBytes) / 2 ** 20),
         cpu: Math.round((this.cpu.get(t.role) ?? 0) * 1000) / 10,
+        nice: Number.isNaN(vm.workerNice) ? null : vm.workerNice,
         consoleLog: vm.consoleLog,
       };
     });

@@ -8,7 +8,7 @@ function table(rows: string[][]): string {
 
 export function formatStatus(s: StatusReport): string {
   const vmRows = [
-    ["VM", "TASK", "STATE", "BOOT", "BOOT MS", "UPTIME", "RAM", "HEAP", "CPU", "CAPABILITIES"],
+    ["VM", "TASK", "STATE", "BOOT", "BOOT MS", "UPTIME", "RAM", "HEAP", "CPU", "NICE", "CAPABILITIES"],
     ...s.vms.map((v) => [
       v.role,
       String(v.task),
@@ -19,6 +19,7 @@ export function formatStatus(s: StatusReport): string {
       `${v.memoryMiB}M`,
       `${v.heapMiB}M`,
       `${v.cpu.toFixed(1)}%`,
+      v.nice !== null ? String(v.nice) : "-",
       v.capabilities.join(",") || "-",
     ]),
   ];

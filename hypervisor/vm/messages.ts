@@ -33,6 +33,8 @@ export interface WorkerSpec {
   devices: DeviceSpec[];
   /** Resume from this snapshot instead of a cold boot. */
   state?: { path: string; sha256: string };
+  /** Nice value for the worker thread (0: the process's own). */
+  nice: number;
 }
 
 export interface WorkerData {
@@ -61,7 +63,8 @@ export type ToWorker =
 export type StartFailure = "corrupt-state" | "adapter" | "machine";
 
 export type FromWorker =
-  | { type: "prepared"; ms: number }
+  /** `nice`: the thread's nice value; `niceRefused`: why the one asked for was not set. */
+  | { type: "prepared"; ms: number; nice: number; niceRefused?: string }
   | { type: "loaded"; restored: boolean; ms: number }
   | { type: "start-failed"; kind: StartFailure; message: string }
   | { type: "console"; data: Uint8Array }

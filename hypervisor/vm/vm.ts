@@ -13,6 +13,7 @@ import type { Service } from "../kernel/capability.js";
 import type { DeviceSpec, FromWorker, ToWorker, WorkerData, WorkerSpec } from "./messages.js";
 import type { SnapshotRef, SnapshotStore } from "./snapshot.js";
 import type { MachineConfig } from "./spec.js";
+import { DEFAULT_WORKER_NICE } from "./priority.js";
 
 export type VmState = "stopped" | "booting" | "restoring" | "snapshotting" | "ready" | "halted" | "failed";
 
@@ -57,6 +58,8 @@ export interface VmOptions {
   spare?: boolean;
   /** A kernel oops is a fault (a driver VM's driver is dead); off for the app VM, whose kernel carries on. */
   fatalOops?: boolean;
+  /** Nice value of the VM's worker thread (default DEFAULT_WORKER_NICE; 0: the process's own). */
+  workerNice?: number;
 }
 
 export interface ExecResult {
@@ -153,6 +156,9 @@ export class VirtualMachine extends EventEmitter {
   private inventory: (Pending<PciFunction[]> & { fns: PciFunction[] }) | undefined;
   private clockWaiter: Pending<void> | undefined;
   private spare: { handle: WorkerHandle; ref: SnapshotRef } | undefined;
+  /** The nice value the latest worker runs at (NaN until one has started). */
+  workerNice = NaN;
+  private niceNoted = false;
   /** The worker's devices said they can serve (a driver VM's helper registered its window). */
   deviceReady = false;
   private disposed = false;
@@ -209,6 +215,7 @@ export class VirtualMachine extends EventEmitter {
       cmdline: config.cmdline,
       devices: this.opts.devices ?? [],
       state: ref,
+      nice: this.opts.workerNice ?? DEFAULT_WORKER_NICE,
     };
   }
 
@@ -306,7 +313,14 @@ export class VirtualMachine extends EventEmitter {
     const handle: WorkerHandle = { worker, generation: -1, prepared };
     const current = () => handle.generation === this.generation;
     worker.on("message", (msg: FromWorker) => {
-      if (msg.type === "prepared") prepare.resolve();
+      if (msg.type === "prepared") {
+        this.workerNice = msg.nice;
+        if (msg.niceRefused && !this.niceNoted) {
+          this.niceNoted = true;
+          this.note(`worker priority: nice ${this.opts.workerNice ?? DEFAULT_WORKER_NICE} refused (${msg.niceRefused}); running at nice ${msg.nice}`);
+        }
+        prepare.resolve();
+      }
       if (msg.type === "start-failed") prepare.reject(new Error(`${msg.kind}: ${msg.message}`));
       if (!current()) return;
       switch (msg.type) {

@@ -11,6 +11,7 @@ import type { FromWorker, StartFailure, ToWorker, WorkerData } from "./messages.
 import type { HostDevice } from "./host-device.js";
 import { buildDevices } from "./devices.js";
 import { ImageFile } from "../../drivervm/disk/image-file.js";
+import { setThreadNice } from "./priority.js";
 
 /**
  * This thread's time on a CPU, in ms (Linux schedstat; NaN elsewhere). The
@@ -28,6 +29,7 @@ function threadCpuMs(): number {
 const port = parentPort;
 if (!port) throw new Error("hypervisor/vm/worker.js must run in a worker thread");
 const { spec, wasm } = workerData as WorkerData;
+const priority = setThreadNice(spec.nice);
 
 function post(msg: FromWorker, transfer?: ArrayBuffer[]): void {
   port!.postMessage(msg, transfer ?? []);
@@ -164,7 +166,7 @@ async function start(): Promise<Machine> {
   let t1 = t0;
   if (state) {
     // A spare: everything is built; restore only when the main thread says so.
-    post({ type: "prepared", ms: performance.now() - t0 });
+    post({ type: "prepared", ms: performance.now() - t0, nice: priority.nice, niceRefused: priority.refused });
     await nextMessage("resume");
     t1 = performance.now();
     try {
