@@ -199,7 +199,9 @@ await yargs(hideBin(process.argv))
         .option("restart-window", { type: "number", describe: "Restart budget window in seconds (default 60)" })
         .option("nice", {
           type: "number",
-          describe: "Nice value of the VMs' worker threads, so other programs on the machine do not stall the driver paths (default -10, which needs root or CAP_SYS_NICE; without it they keep the process's own and the console log says so; 0: leave them alone)",
+          requiresArg: true,
+          describe:
+            "Nice value of the VMs' worker threads and, where the kernel groups processes by session (autogroup), of this session's group, so that other busy programs stall the driver paths less (default -10, which needs CAP_SYS_NICE, as root has, or a matching RLIMIT_NICE; without it both stay as they are and the VMs' console logs say so; 0: leave both alone)",
         })
         .option("allow-ports", {
           type: "string",

@@ -7,6 +7,7 @@ import { buildImages, type ImageSet } from "../images/build.js";
 import type { DriverText } from "../images/driver-text.js";
 import { cacheDir, runDir } from "../images/paths.js";
 import { APP_VM } from "../guests/app.js";
+import { sessionGroupNice } from "./vm/priority.js";
 import { DRIVER_VMS } from "../drivervm/roles.js";
 import { DeviceManager } from "./devices/manager.js";
 import { EventLog } from "./events.js";
@@ -80,6 +81,8 @@ export interface StatusReport {
   pid: number;
   upSinceS: number;
   rssMiB: number;
+  /** The nice value of this process's session group (autogroup); null where the kernel has none. */
+  sessionNice: number | null;
   vms: VmStatus[];
   devices: Array<{ name: string; description: string; owner: string; bdf: string | null; irq: number | null; bars: string[] }>;
   inventory: DeviceManager["inventory"] | null;
@@ -480,6 +483,7 @@ export class Hypervisor extends EventEmitter {
       pid: process.pid,
       upSinceS: Math.round((now - this.startedAt) / 1000),
       rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
+      sessionNice: sessionGroupNice() ?? null,
       vms,
       devices: this.devices.devices().map((d) => ({
         name: d.name,

@@ -32,7 +32,7 @@ export interface BackendMetrics {
    */
   looks: number;
   lookMs: number;
-  /** Runs of contiguous frames in blkback's window: 1-3 when it is laid out in frame order. */
+  /** Runs of contiguous frames in blkback's window (laid out in frame order: about 10 of 513 pages measured, one per page before). */
   windowRuns: number;
 }
 

@@ -81,7 +81,7 @@ export function formatStatus(s: StatusReport): string {
       ]
     : [];
   return [
-    `setup pid ${s.pid}, up ${s.upSinceS}s, resident ${s.rssMiB} MiB (all VMs)`,
+    `setup pid ${s.pid}, up ${s.upSinceS}s, resident ${s.rssMiB} MiB (all VMs)${s.sessionNice !== null ? `, session group nice ${s.sessionNice}` : ""}`,
     "",
     table(vmRows),
     "",

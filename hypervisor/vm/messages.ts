@@ -63,8 +63,9 @@ export type ToWorker =
 export type StartFailure = "corrupt-state" | "adapter" | "machine";
 
 export type FromWorker =
-  /** `nice`: the thread's nice value; `niceRefused`: why the one asked for was not set. */
-  | { type: "prepared"; ms: number; nice: number; niceRefused?: string }
+  | { type: "prepared"; ms: number }
+  /** Sent first: the worker thread's nice value, and why the one asked for was not set. */
+  | { type: "priority"; nice: number; refused?: string }
   | { type: "loaded"; restored: boolean; ms: number }
   | { type: "start-failed"; kind: StartFailure; message: string }
   | { type: "console"; data: Uint8Array }

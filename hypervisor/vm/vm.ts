@@ -13,7 +13,7 @@ import type { Service } from "../kernel/capability.js";
 import type { DeviceSpec, FromWorker, ToWorker, WorkerData, WorkerSpec } from "./messages.js";
 import type { SnapshotRef, SnapshotStore } from "./snapshot.js";
 import type { MachineConfig } from "./spec.js";
-import { DEFAULT_WORKER_NICE } from "./priority.js";
+import { DEFAULT_WORKER_NICE, raiseSessionGroup } from "./priority.js";
 
 export type VmState = "stopped" | "booting" | "restoring" | "snapshotting" | "ready" | "halted" | "failed";
 
@@ -306,6 +306,11 @@ export class VirtualMachine extends EventEmitter {
 
   /** Spawns a worker; it does nothing for this VM until activated. */
   private spawnWorker(spec: WorkerSpec, wasm: WebAssembly.Module): WorkerHandle {
+    const group = raiseSessionGroup(spec.nice);
+    if (group?.refused && !this.niceNoted) {
+      this.niceNoted = true;
+      this.note(`session group priority: nice ${spec.nice} refused (${group.refused}); it stays at ${group.nice}`);
+    }
     const worker = new Worker(WORKER_URL, { workerData: { spec, wasm } satisfies WorkerData, resourceLimits: { maxOldGenerationSizeMb: this.opts.heapLimitMiB ?? 256 } });
     let prepare!: { resolve: () => void; reject: (e: Error) => void };
     const prepared = new Promise<void>((resolve, reject) => (prepare = { resolve, reject }));
@@ -313,14 +318,14 @@ export class VirtualMachine extends EventEmitter {
     const handle: WorkerHandle = { worker, generation: -1, prepared };
     const current = () => handle.generation === this.generation;
     worker.on("message", (msg: FromWorker) => {
-      if (msg.type === "prepared") {
+      if (msg.type === "priority") {
         this.workerNice = msg.nice;
-        if (msg.niceRefused && !this.niceNoted) {
+        if (msg.refused && !this.niceNoted) {
           this.niceNoted = true;
-          this.note(`worker priority: nice ${this.opts.workerNice ?? DEFAULT_WORKER_NICE} refused (${msg.niceRefused}); running at nice ${msg.nice}`);
+          this.note(`worker priority: nice ${this.opts.workerNice ?? DEFAULT_WORKER_NICE} refused (${msg.refused}); running at nice ${msg.nice}`);
         }
-        prepare.resolve();
       }
+      if (msg.type === "prepared") prepare.resolve();
       if (msg.type === "start-failed") prepare.reject(new Error(`${msg.kind}: ${msg.message}`));
       if (!current()) return;
       switch (msg.type) {

@@ -30,6 +30,7 @@ const port = parentPort;
 if (!port) throw new Error("hypervisor/vm/worker.js must run in a worker thread");
 const { spec, wasm } = workerData as WorkerData;
 const priority = setThreadNice(spec.nice);
+post({ type: "priority", nice: priority.nice, refused: priority.refused });
 
 function post(msg: FromWorker, transfer?: ArrayBuffer[]): void {
   port!.postMessage(msg, transfer ?? []);
@@ -166,7 +167,7 @@ async function start(): Promise<Machine> {
   let t1 = t0;
   if (state) {
     // A spare: everything is built; restore only when the main thread says so.
-    post({ type: "prepared", ms: performance.now() - t0, nice: priority.nice, niceRefused: priority.refused });
+    post({ type: "prepared", ms: performance.now() - t0 });
     await nextMessage("resume");
     t1 = performance.now();
     try {

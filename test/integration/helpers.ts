@@ -1,5 +1,5 @@
 // Shared by the tests that boot real VMs.
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildImages, type ImageSet } from "../../dist/images/build.js";
@@ -23,4 +23,10 @@ export async function eventually(check: () => boolean, timeoutMs: number, stepMs
     await new Promise((r) => setTimeout(r, stepMs));
   }
   return check();
+}
+
+/** Whether this process may lower nice values: CAP_SYS_NICE (bit 23) in its effective set. */
+export function hasCapSysNice(): boolean {
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/self/status", "utf8"));
+  return m !== null && (BigInt(`0x${m[1]}`) & (1n << 23n)) !== 0n;
 }
