@@ -4,7 +4,8 @@ import { DEFAULT_RESTART_POLICY } from "./monitor/policy.js";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { buildImages } from "../images/build.js";
-import { runDir } from "../images/paths.js";
+import { cacheDir, runDir } from "../images/paths.js";
+import { SnapshotStore } from "./vm/snapshot.js";
 import { ControlClient, findEndpoint } from "./control/client.js";
 import { ControlServer } from "./control/server.js";
 import { Hypervisor, ROLES, type ProgressEvent, type StatusReport } from "./hypervisor.js";
@@ -16,7 +17,7 @@ import { INJECTED_FAULTS, type InjectedFault } from "./control/protocol.js";
 import { formatCampaign, runCampaign } from "./faults/campaign.js";
 import type { HvEvent } from "./events.js";
 import { spawn } from "node:child_process";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** "kind: detail (ms)", as `crash` and `events` print an event. */
@@ -355,10 +356,23 @@ await yargs(hideBin(process.argv))
   .command(
     "images",
     "Build the guest images now (kernel, helpers, initramfs per role) and print the manifest",
-    (y) => y.option("json", { type: "boolean", default: false, describe: "print the manifest as JSON" }),
+    (y) =>
+      y
+        .option("json", { type: "boolean", default: false, describe: "print the manifest as JSON" })
+        .option("prune", {
+          type: "boolean",
+          default: false,
+          describe: "Also delete the cached snapshots not made from these images and this v86 (older builds, other checkouts: made again on their next cold boot)",
+        }),
     async (argv) => {
       try {
         const images = await buildImages((m) => process.stderr.write(`images: ${m}\n`));
+        if (argv.prune) {
+          const store = new SnapshotStore(join(cacheDir(), "snapshots"));
+          const r = store.prune(store.baseFor(images.key));
+          const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+          process.stderr.write(`images: pruned ${r.removed} snapshots (${mib(r.removedBytes)} MiB) not made from these images; kept ${r.kept} (${mib(r.keptBytes)} MiB)\n`);
+        }
         const { readFileSync } = await import("node:fs");
         const manifest = JSON.parse(readFileSync(images.manifest, "utf8")) as { artifacts: Record<string, { path: string; sha256: string; bytes: number }> };
         if (argv.json) process.stdout.write(JSON.stringify(manifest, null, 2) + "\n");

@@ -193,7 +193,7 @@ export class VirtualMachine extends EventEmitter {
     await this.boot(undefined, snapshots && key ? "snapshotting" : "ready");
     if (snapshots && key) {
       const saved = await this.saveState(snapshots.prepare(this.role, key));
-      snapshots.record(this.role, key, saved.sha256, saved.bytes);
+      snapshots.record(this.role, key, saved.sha256, saved.bytes, snapshots.baseFor(images.key));
       this.snapshotMs = saved.ms;
       this.setState("ready");
       this.prepareSpare({ path: snapshots.pathFor(this.role, key), sha256: saved.sha256 });
