@@ -75,6 +75,8 @@ export function sessionGroupNice(): number | undefined {
 }
 
 let sessionGroup: PriorityResult | undefined;
+/** The session group's value before we raised it, to give back when the process ends. */
+let sessionGroupBefore: number | undefined;
 
 /**
  * Raises this process's session group (autogroup) to `nice` if it is lower
@@ -91,8 +93,26 @@ export function raiseSessionGroup(nice: number): PriorityResult | undefined {
   try {
     writeFileSync(AUTOGROUP, String(nice));
     sessionGroup = { nice: sessionGroupNice() ?? NaN };
+    sessionGroupBefore = current;
+    process.once("exit", restoreSessionGroup);
   } catch (err) {
     sessionGroup = { nice: current, refused: errnoName(err) };
   }
   return sessionGroup;
+}
+
+/**
+ * Gives the session group back the value it had before raiseSessionGroup,
+ * so a terminal's session is not left raised after the hypervisor ends
+ * (lowering a priority is always permitted). Runs at process exit.
+ */
+export function restoreSessionGroup(): void {
+  if (sessionGroupBefore === undefined) return;
+  try {
+    writeFileSync(AUTOGROUP, String(sessionGroupBefore));
+  } catch {
+    // the session is gone, or /proc is: nothing to give back
+  }
+  sessionGroupBefore = undefined;
+  sessionGroup = undefined;
 }

@@ -53,3 +53,15 @@ describe("setThreadNice", () => {
     expect(errnoName(Object.assign(new Error("x"), { code: "ESRCH" }))).toBe("ESRCH");
   });
 });
+
+describe("raiseSessionGroup", () => {
+  it("raises the session's group where permitted and gives its value back", async (ctx) => {
+    const { raiseSessionGroup, restoreSessionGroup, sessionGroupNice } = await import("../../../dist/hypervisor/vm/priority.js");
+    const before = sessionGroupNice();
+    if (before === undefined || !hasCapSysNice() || before <= -5) ctx.skip(); // no autogroup, no permission, or already raised
+    expect(raiseSessionGroup(-5)).toEqual({ nice: -5 });
+    expect(sessionGroupNice()).toBe(-5);
+    restoreSessionGroup();
+    expect(sessionGroupNice()).toBe(before);
+  });
+});
