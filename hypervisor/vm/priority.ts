@@ -86,9 +86,10 @@ let sessionGroupBefore: number | undefined;
  * would; 0 leaves it alone.
  */
 export function raiseSessionGroup(nice: number): PriorityResult | undefined {
+  if (nice === 0) return undefined;
+  if (sessionGroup) return sessionGroup; // once per process: every worker spawn asks
   const current = sessionGroupNice();
-  if (current === undefined || nice === 0) return undefined;
-  if (sessionGroup) return sessionGroup;
+  if (current === undefined) return undefined;
   if (current <= nice) return (sessionGroup = { nice: current });
   try {
     writeFileSync(AUTOGROUP, String(nice));

@@ -31,7 +31,7 @@ export class SnapshotStore {
 
   /** `shape`: whatever else the machine's state depends on (devices, the disk's size). */
   keyFor(config: MachineConfig, imagesKey: string, shape: unknown = null): string {
-    return sha256(FORMAT, imagesKey, installedV86Version(), JSON.stringify(config), JSON.stringify(shape)).slice(0, 16);
+    return sha256(this.baseFor(imagesKey), JSON.stringify(config), JSON.stringify(shape)).slice(0, 16);
   }
 
   /** The part of every key that images and v86 make: snapshots of another base can never be used again. */
@@ -78,6 +78,7 @@ export class SnapshotStore {
     const out = { removed: 0, removedBytes: 0, kept: 0, keptBytes: 0 };
     if (!existsSync(this.dir)) return out;
     const names = readdirSync(this.dir);
+    const present = new Set(names);
     const stat = (name: string) => {
       try {
         return statSync(join(this.dir, name));
@@ -95,7 +96,7 @@ export class SnapshotStore {
       } catch {
         continue; // half-written or damaged: judged by its age below
       }
-      const v = meta.format === FORMAT && meta.base === base && names.includes(state) ? "keep" : "stale";
+      const v = meta.format === FORMAT && meta.base === base && present.has(state) ? "keep" : "stale";
       verdict.set(name, v).set(state, v);
     }
     const now = Date.now();

@@ -322,7 +322,7 @@ export class VirtualMachine extends EventEmitter {
         this.workerNice = msg.nice;
         if (msg.refused && !this.niceNoted) {
           this.niceNoted = true;
-          this.note(`worker priority: nice ${this.opts.workerNice ?? DEFAULT_WORKER_NICE} refused (${msg.refused}); running at nice ${msg.nice}`);
+          this.note(`worker priority: nice ${spec.nice} refused (${msg.refused}); running at nice ${msg.nice}`);
         }
       }
       if (msg.type === "prepared") prepare.resolve();
