@@ -34,6 +34,7 @@ import { cacheDir } from "../images/paths.js";
 import { benchOptions } from "./options.js";
 import { warmUp } from "./warm-up.js";
 import { measureWork } from "./work.js";
+import { medianBy, pairedRatio } from "./median.js";
 
 const args = benchOptions(
   "disk",
@@ -136,8 +137,6 @@ await warmUp(
 
 const rows: Array<{ workload: string; viaDiskVm: Result; direct: Result; ratioMbps: number; ratioIops: number; pairedRatio: number }> = [];
 const statusBefore = (await hv.status()).disk;
-/** The median round of each side, by MB/s. */
-const medianRound = (xs: Result[]): Result => [...xs].sort((a, b) => a.mbps - b.mbps)[Math.floor(xs.length / 2)];
 for (const w of WORKLOADS) {
   log(w.name);
   await run(via, "/dev/vda", w); // one more unmeasured run of this very workload
@@ -148,11 +147,10 @@ for (const w of WORKLOADS) {
     remote.push(await run(via, "/dev/vda", w));
     direct.push(await run(alone, "/dev/sda", w));
   }
-  const r = medianRound(remote);
-  const d = medianRound(direct);
-  // Each round runs the two sides back to back: the median of the rounds' own ratios moves less with the machine's phases.
-  const pairedRatio = [...remote.map((x, i) => x.mbps / direct[i].mbps)].sort((a, b) => a - b)[Math.floor(rounds / 2)];
-  rows.push({ workload: w.name, viaDiskVm: r, direct: d, ratioMbps: r.mbps / d.mbps, ratioIops: r.iops / d.iops, pairedRatio });
+  // The median round of each side, by MB/s; the paired ratio moves less with the machine's phases.
+  const r = medianBy(remote, (x) => x.mbps);
+  const d = medianBy(direct, (x) => x.mbps);
+  rows.push({ workload: w.name, viaDiskVm: r, direct: d, ratioMbps: r.mbps / d.mbps, ratioIops: r.iops / d.iops, pairedRatio: pairedRatio(remote, direct, (x) => x.mbps) });
 }
 const disk = (await hv.status()).disk!;
 await baseline.shutdown();

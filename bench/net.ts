@@ -27,6 +27,7 @@ import { cacheDir } from "../images/paths.js";
 import { benchOptions } from "./options.js";
 import { warmUp } from "./warm-up.js";
 import { measureWork } from "./work.js";
+import { median, medianBy, pairedRatio } from "./median.js";
 
 const args = benchOptions(
   "net",
@@ -44,7 +45,6 @@ const args = benchOptions(
 const { rounds, mib, requests } = args;
 const warmupSeconds = args.warmup;
 const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const dir = mkdtempSync(join(tmpdir(), "bulkhead-bench-net-"));
 
 const file = randomBytes(mib * 2 ** 20);
@@ -174,7 +174,7 @@ server.close();
 
 /** Medians of each figure; the per-MB work is the median download's. */
 const pick = (rs: Result[]) => {
-  const medianDownload = [...rs].sort((a, b) => a.mbps - b.mbps)[Math.floor(rs.length / 2)];
+  const medianDownload = medianBy(rs, (r) => r.mbps);
   return {
     mbps: median(rs.map((r) => r.mbps)),
     twoMbps: median(rs.map((r) => r.twoMbps)),
@@ -189,7 +189,7 @@ const pick = (rs: Result[]) => {
 const v = pick(viaNetVm);
 const d = pick(direct);
 /** The median of each round's own ratio: each pair was measured back to back. */
-const paired = (f: (r: Result) => number) => median(viaNetVm.map((r, i) => f(r) / f(direct[i])));
+const paired = (f: (r: Result) => number) => pairedRatio(viaNetVm, direct, f);
 // What bounds one download: how much of it each VM spent on a CPU, and what the path's busiest VM could carry if it never waited.
 const onCpu = (w: { cpuMs: number }, mbps: number) => (w.cpuMs * mbps) / 1000;
 const busiest = v.perMB.reduce((a, b) => (b.cpuMs > a.cpuMs ? b : a));
